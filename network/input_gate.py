@@ -1,0 +1,119 @@
+"""The receiving side: an InputGate with one InputChannel per producer subtask.
+
+Buffers announced by DATA doorbell messages queue per channel; the task takes
+them round-robin across channels (so one busy producer cannot starve the
+others), reads their frames zero-copy, and recycles each buffer once the
+operator chain is done with it. Recycling returns the credit decided by the
+gate's :class:`~flowrun.network.credit.CreditLedger`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from .buffer_pool import NetworkBufferPool
+from .credit import CreditLedger
+from .doorbell import DoorbellWriter, Kind
+from .frames import FIRST, LAST, FrameKind, iter_frames, read_batch
+
+__all__ = ["InputChannel", "InputGate"]
+
+
+class InputChannel:
+    """The consumer's view of one producer subpartition."""
+
+    __slots__ = ("index", "peer", "peer_subpartition", "queue", "ended", "fragments", "in_ready")
+
+    def __init__(self, index: int, peer: DoorbellWriter, peer_subpartition: int) -> None:
+        self.index = index
+        self.peer = peer
+        self.peer_subpartition = peer_subpartition
+        self.queue: deque[tuple[int, int]] = deque()
+        self.ended = False
+        self.fragments: list[bytes] | None = None
+        self.in_ready = False
+
+
+class InputGate:
+    """All channels of one input of a task."""
+
+    def __init__(
+        self,
+        pool: NetworkBufferPool,
+        channels: list[InputChannel],
+        exclusive_credits: int,
+        floating_credits: int,
+    ) -> None:
+        self._pool = pool
+        self.channels = channels
+        self.ledger = CreditLedger(len(channels), exclusive_credits, floating_credits)
+        self._ready: deque[InputChannel] = deque()
+        self.buffers_received = 0
+        self.bytes_received = 0
+
+    # -- doorbell -------------------------------------------------------------
+    def on_data(self, channel: int, buffer: int, length: int, backlog: int) -> None:
+        ch = self.channels[channel]
+        ch.queue.append((buffer, length))
+        if not ch.in_ready:
+            ch.in_ready = True
+            self._ready.append(ch)
+        for target, n in self.ledger.on_backlog(channel, backlog):
+            peer = self.channels[target]
+            peer.peer.send(Kind.CREDIT, peer.peer_subpartition, 0, 0, n)
+
+    # -- consuming ------------------------------------------------------------
+    def has_data(self) -> bool:
+        return bool(self._ready)
+
+    def poll(self) -> tuple[int, int, memoryview] | None:
+        """The next buffer ``(channel, buffer index, memory)``, or None if none is queued."""
+        if not self._ready:
+            return None
+        ch = self._ready.popleft()
+        buffer, length = ch.queue.popleft()
+        if ch.queue:
+            self._ready.append(ch)
+        else:
+            ch.in_ready = False
+        self.buffers_received += 1
+        self.bytes_received += length
+        return ch.index, buffer, self._pool.buffer(buffer)[:length]
+
+    def recycle(self, channel: int, buffer: int) -> None:
+        """Give ``buffer`` back to its producer with the credit the ledger decides."""
+        ch = self.channels[channel]
+        ch.peer.send(Kind.RECYCLE, ch.peer_subpartition, buffer, 0, self.ledger.on_recycle(channel))
+        for target, n in self.ledger.redistribute():
+            peer = self.channels[target]
+            peer.peer.send(Kind.CREDIT, peer.peer_subpartition, 0, 0, n)
+
+    def read(
+        self, channel: int, memory: memoryview
+    ) -> Iterator[tuple[int, pa.RecordBatch | None, int, memoryview | None]]:
+        """Decode the frames of a buffer into ``(kind, batch, event, payload)`` items.
+
+        Fragments are reassembled across buffers; the resulting batch lives in
+        ordinary memory. Everything else references the shared buffer and is
+        valid only until :meth:`recycle`.
+        """
+        ch = self.channels[channel]
+        for kind, flags, event, payload in iter_frames(memory, len(memory)):
+            if kind == FrameKind.BATCH:
+                yield FrameKind.BATCH, read_batch(payload), 0, None
+            elif kind == FrameKind.EVENT:
+                yield FrameKind.EVENT, None, event, payload
+            elif kind == FrameKind.FRAGMENT:
+                if flags & FIRST:
+                    ch.fragments = []
+                ch.fragments.append(bytes(payload))
+                if flags & LAST:
+                    data = pa.py_buffer(b"".join(ch.fragments))
+                    ch.fragments = None
+                    yield FrameKind.BATCH, read_batch(data), 0, None
+
+    def all_ended(self) -> bool:
+        return all(ch.ended for ch in self.channels)

@@ -1,0 +1,145 @@
+"""One task's network stack, built from its deployment descriptor.
+
+The JobManager decides the wiring (who talks to whom, which buffers each
+subpartition owns); this module turns that plain data into result partitions,
+input gates and doorbells inside the subtask process, and dispatches doorbell
+messages to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .buffer_pool import LocalBufferPool, NetworkBufferPool
+from .doorbell import DoorbellReader, DoorbellWriter, Kind
+from .input_gate import InputChannel, InputGate
+from .result_partition import BackpressureStats, ResultPartition, ResultSubpartition
+
+__all__ = [
+    "SubpartitionDescriptor",
+    "ResultPartitionDescriptor",
+    "ChannelDescriptor",
+    "InputGateDescriptor",
+    "NetworkDescriptor",
+    "NetworkEnvironment",
+]
+
+
+@dataclass
+class SubpartitionDescriptor:
+    peer_task: int  #: global id of the consuming subtask
+    peer_channel: int  #: index of the channel in the consumer's numbering
+    buffers: list[int]  #: buffer indices of this subpartition's LocalBufferPool
+
+
+@dataclass
+class ResultPartitionDescriptor:
+    edge: int
+    subpartitions: list[SubpartitionDescriptor]
+
+
+@dataclass
+class ChannelDescriptor:
+    peer_task: int  #: global id of the producing subtask
+    peer_subpartition: int  #: index of the subpartition in the producer's numbering
+
+
+@dataclass
+class InputGateDescriptor:
+    edge: int
+    input_index: int  #: which input of the operator (0, or 1 for two-input operators)
+    channels: list[ChannelDescriptor]
+
+
+@dataclass
+class NetworkDescriptor:
+    shm_path: str
+    num_buffers: int
+    segment_size: int
+    exclusive_credits: int
+    floating_credits: int
+    partitions: list[ResultPartitionDescriptor] = field(default_factory=list)
+    gates: list[InputGateDescriptor] = field(default_factory=list)
+
+
+class NetworkEnvironment:
+    """Partitions, gates and the doorbell of one subtask process."""
+
+    def __init__(
+        self,
+        descriptor: NetworkDescriptor,
+        doorbell_fd: int,
+        peer_fds: dict[int, int],
+        wait: Callable[[], None],
+    ) -> None:
+        self.pool = NetworkBufferPool.attach(
+            descriptor.shm_path, descriptor.num_buffers, descriptor.segment_size
+        )
+        self.doorbell = DoorbellReader(doorbell_fd)
+        self._writers = {task: DoorbellWriter(fd) for task, fd in peer_fds.items()}
+        self.stats = BackpressureStats()
+        self.subpartitions: list[ResultSubpartition] = []
+        self.partitions: list[ResultPartition] = []
+        for part in descriptor.partitions:
+            subs = []
+            for sub in part.subpartitions:
+                rs = ResultSubpartition(
+                    self.pool,
+                    LocalBufferPool(sub.buffers),
+                    self._writers[sub.peer_task],
+                    sub.peer_channel,
+                    descriptor.exclusive_credits,
+                    wait,
+                    self.stats,
+                )
+                subs.append(rs)
+            self.subpartitions.extend(subs)
+            self.partitions.append(ResultPartition(subs))
+        self.gates: list[InputGate] = []
+        self._channel_route: list[tuple[InputGate, int]] = []
+        for gate_desc in descriptor.gates:
+            channels = []
+            for local, ch in enumerate(gate_desc.channels):
+                channels.append(
+                    InputChannel(local, self._writers[ch.peer_task], ch.peer_subpartition)
+                )
+            gate = InputGate(
+                self.pool, channels, descriptor.exclusive_credits, descriptor.floating_credits
+            )
+            self.gates.append(gate)
+            self._channel_route.extend((gate, local) for local in range(len(channels)))
+
+    def fileno(self) -> int:
+        return self.doorbell.fileno()
+
+    def process_doorbell(self) -> int:
+        """Dispatch every pending doorbell message; returns how many there were."""
+        messages = self.doorbell.drain()
+        route = self._channel_route
+        subs = self.subpartitions
+        for kind, target, buffer, length, value in messages:
+            if kind == Kind.DATA:
+                gate, local = route[target]
+                gate.on_data(local, buffer, length, value)
+            elif kind == Kind.RECYCLE:
+                subs[target].on_recycle(buffer, value)
+            elif kind == Kind.CREDIT:
+                subs[target].on_credit(value)
+            else:
+                raise RuntimeError(f"unknown doorbell message kind {kind}")
+        return len(messages)
+
+    def flush_all(self) -> None:
+        for partition in self.partitions:
+            partition.flush_all()
+
+    def has_input(self) -> bool:
+        return any(gate.has_data() for gate in self.gates)
+
+    def outputs_drained(self) -> bool:
+        """True when every buffer this task produced was consumed and recycled."""
+        return all(sub.all_buffers_returned() for sub in self.subpartitions)
+
+    def close(self) -> None:
+        self.pool.close()
