@@ -1,0 +1,363 @@
+"""StreamExecutionEnvironment: where a job is defined and from where it is run.
+
+``execute()`` turns the recorded transformations into a JobGraph and hands it
+to a JobManager in this process, which starts one OS process per subtask.
+``flowrun run job.py -p 4 -D key=value`` runs the same script with a context
+configuration, exactly as ``flink run`` does for PyFlink programs.
+
+Example::
+
+    >>> from flowrun.core import StreamExecutionEnvironment
+    >>> env = StreamExecutionEnvironment.get_execution_environment()
+    >>> env.set_parallelism(2).get_parallelism()
+    2
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+from collections.abc import Iterator
+from enum import Enum
+from typing import Any
+
+from . import config as cfg
+from .config import Configuration
+from .datastream import DataStream
+from .graph.job_graph import JobGraph
+from .graph.stream_graph import StreamGraph
+from .graph.transformations import SourceTransformation, Transformation
+from .runtime import operators as ops
+
+__all__ = [
+    "StreamExecutionEnvironment",
+    "JobExecutionResult",
+    "RuntimeExecutionMode",
+    "CloseableIterator",
+]
+
+
+class RuntimeExecutionMode(Enum):
+    STREAMING = 0
+    BATCH = 1
+    AUTOMATIC = 2
+
+
+class JobExecutionResult:
+    """What ``execute()`` returns: the job id and net runtime (and our per-subtask metrics)."""
+
+    def __init__(self, job_id: str, net_runtime_ms: int, metrics: dict | None = None) -> None:
+        self._job_id = job_id
+        self._net_runtime = net_runtime_ms
+        self._metrics = metrics or {}
+
+    def get_job_id(self) -> str:
+        return self._job_id
+
+    def get_net_runtime(self) -> int:
+        """Milliseconds from deployment to the end of the job."""
+        return self._net_runtime
+
+    def is_job_execution_result(self) -> bool:
+        return True
+
+    def get_job_execution_result(self) -> JobExecutionResult:
+        return self
+
+    def get_accumulator_result(self, accumulator_name: str) -> Any:
+        return None
+
+    def get_all_accumulator_results(self) -> dict:
+        return {}
+
+    def get_subtask_metrics(self) -> dict[int, dict]:
+        """flowrun extension: per-subtask counters (records, buffers, backpressure time)."""
+        return self._metrics
+
+    def to_string(self) -> str:
+        return f"JobExecutionResult(job_id={self._job_id}, net_runtime={self._net_runtime} ms)"
+
+    __str__ = to_string
+
+
+class _Context:
+    """Set by ``flowrun run``: configuration from -p/-D, and plan-only mode."""
+
+    config: Configuration | None = None
+    plan_only: bool = False
+    plans: list[str] = []
+    results: list[JobExecutionResult] = []
+    job_managers: list[Any] = []
+
+
+class CloseableIterator:
+    """Iterator over a running job's collected records; ``close()`` cancels the job."""
+
+    def __init__(self, job_manager: Any, records: queue.Queue, thread: threading.Thread) -> None:
+        self._jm = job_manager
+        self._queue = records
+        self._thread = thread
+        self._buffer: list = []
+        self._done = False
+
+    def __iter__(self) -> CloseableIterator:
+        return self
+
+    def __next__(self) -> Any:
+        while not self._buffer:
+            if self._done:
+                raise StopIteration
+            item = self._queue.get()
+            if isinstance(item, _End):
+                self._done = True
+                self._thread.join()
+                if item.error is not None:
+                    raise item.error
+                raise StopIteration
+            self._buffer = list(reversed(item))
+        return self._buffer.pop()
+
+    def next(self) -> Any:
+        return self.__next__()
+
+    def close(self) -> None:
+        if not self._done:
+            self._jm.cancel("closed by the client")
+            while not self._done:
+                item = self._queue.get()
+                if isinstance(item, _End):
+                    self._done = True
+            self._thread.join()
+
+    def __enter__(self) -> CloseableIterator:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _End:
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+class StreamExecutionEnvironment:
+    """Entry point of a job; obtain it with :meth:`get_execution_environment`."""
+
+    def __init__(self, configuration: Configuration | None = None) -> None:
+        base = _Context.config.copy() if _Context.config is not None else Configuration()
+        if configuration is not None:
+            for key, value in configuration.to_dict().items():
+                base.set(key, value)
+        self._config = base
+        self._transformations: list[Transformation] = []
+        self._parallelism = base.get(cfg.PARALLELISM)
+        self._job_parameters: dict[str, str] = {}
+        self._state_backend = None
+
+    @staticmethod
+    def get_execution_environment(configuration: Configuration | None = None) -> StreamExecutionEnvironment:
+        return StreamExecutionEnvironment(configuration)
+
+    # -- settings -----------------------------------------------------------------
+    def set_parallelism(self, parallelism: int) -> StreamExecutionEnvironment:
+        if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
+            raise ValueError(f"parallelism must be a positive integer, got {parallelism!r}")
+        self._parallelism = parallelism
+        return self
+
+    def get_parallelism(self) -> int:
+        return self._parallelism
+
+    def set_max_parallelism(self, max_parallelism: int) -> StreamExecutionEnvironment:
+        self._config.set(cfg.MAX_PARALLELISM.key, max_parallelism)
+        return self
+
+    def get_max_parallelism(self) -> int:
+        return self._config.get(cfg.MAX_PARALLELISM)
+
+    def set_buffer_timeout(self, timeout_millis: int) -> StreamExecutionEnvironment:
+        self._config.set(cfg.BUFFER_TIMEOUT.key, timeout_millis)
+        return self
+
+    def get_buffer_timeout(self) -> int:
+        return self._config.get(cfg.BUFFER_TIMEOUT)
+
+    def disable_operator_chaining(self) -> StreamExecutionEnvironment:
+        self._config.set(cfg.OPERATOR_CHAINING.key, False)
+        return self
+
+    def is_chaining_enabled(self) -> bool:
+        return bool(self._config.get(cfg.OPERATOR_CHAINING))
+
+    def set_runtime_mode(self, execution_mode: RuntimeExecutionMode) -> StreamExecutionEnvironment:
+        if execution_mode != RuntimeExecutionMode.STREAMING:
+            raise NotImplementedError("flowrun runs jobs in STREAMING mode")
+        return self
+
+    def configure(self, configuration: Configuration) -> None:
+        for key, value in configuration.to_dict().items():
+            self._config.set(key, value)
+        if configuration.contains_key(cfg.PARALLELISM.key):
+            self._parallelism = self._config.get(cfg.PARALLELISM)
+
+    def get_configuration(self) -> Configuration:
+        """flowrun extension: the effective configuration of this environment."""
+        return self._config
+
+    def set_global_job_parameters(self, parameters: dict[str, str]) -> StreamExecutionEnvironment:
+        self._job_parameters = dict(parameters)
+        return self
+
+    # -- sources ------------------------------------------------------------------
+    def _source(self, name: str, source: Any, type_info: Any = None) -> DataStream:
+        from .typeinfo import normalize_type
+
+        t = SourceTransformation(
+            name=name,
+            inputs=[],
+            factory=ops.SourceOperator(name, source),
+            source=source,
+            output_type=normalize_type(type_info) if type_info is not None else None,
+            arrow=bool(source.produces_arrow()),
+        )
+        self._transformations.append(t)
+        return DataStream(self, t)
+
+    def from_collection(self, collection: list, type_info: Any = None) -> DataStream:
+        """A bounded stream of the given elements (parallelism 1, as in Flink)."""
+        from .connectors.collection import CollectionSource
+
+        return self._source("Source: Collection Source", CollectionSource(list(collection)), type_info)
+
+    def from_elements(self, *elements: Any) -> DataStream:
+        return self.from_collection(list(elements))
+
+    def read_text_file(
+        self, file_path: str, charset_name: str = "UTF-8", as_arrow: bool = False
+    ) -> DataStream:
+        """Lines of a file (or directory); p readers share one file through byte-range splits.
+
+        With ``as_arrow=True`` the stream carries ``pyarrow.RecordBatch`` with a
+        ``line`` column (the Arrow fast path).
+        """
+        import os
+
+        from .connectors.text_file import TextFileSource
+
+        if not os.path.exists(file_path):
+            raise FileNotFoundError(f"read_text_file: {file_path} does not exist")
+        source = TextFileSource(file_path, charset_name, as_arrow=as_arrow)
+        from .typeinfo import Types
+
+        return self._source(
+            f"Source: {file_path}", source, None if as_arrow else Types.STRING()
+        )
+
+    def socket_text_stream(
+        self, hostname: str, port: int, delimiter: str = "\n", max_retry: int = 0
+    ) -> DataStream:
+        from .connectors.socket import SocketTextSource
+
+        source = SocketTextSource(hostname, port, delimiter, max_retry)
+        from .typeinfo import Types
+
+        return self._source("Source: Socket Stream", source, Types.STRING())
+
+    def from_source(
+        self,
+        source: Any,
+        watermark_strategy: Any = None,
+        source_name: str = "Custom Source",
+        type_info: Any = None,
+    ) -> DataStream:
+        return self._source(f"Source: {source_name}", source, type_info)
+
+    def from_sequence(self, start: int, end: int) -> DataStream:
+        from .connectors.number_seq import NumberSequenceSource
+
+        return self.from_source(NumberSequenceSource(start, end), None, "Sequence Source")
+
+    # -- running ------------------------------------------------------------------
+    def _job_graph(self, job_name: str | None, sinks: list[Transformation] | None = None) -> JobGraph:
+        roots = sinks if sinks is not None else self._transformations
+        graph = StreamGraph.from_transformations(
+            job_name or "Flink Streaming Job", roots, self._parallelism, self._config
+        )
+        return JobGraph.from_stream_graph(graph)
+
+    def get_execution_plan(self) -> str:
+        """The chained plan of the job defined so far (does not clear it)."""
+        return self._job_graph(None).describe()
+
+    def execute(self, job_name: str | None = None) -> JobExecutionResult:
+        """Run the job to completion; raises JobExecutionError with the cause on failure."""
+        from .runtime.job_manager import JobManager
+
+        job_graph = self._job_graph(job_name)
+        self._transformations = []
+        if _Context.plan_only:
+            _Context.plans.append(job_graph.describe())
+            return JobExecutionResult("0" * 32, 0)
+        jm = JobManager(job_graph, job_parameters=self._job_parameters)
+        outcome = _run_with_sigint(jm)
+        result = JobExecutionResult(outcome.job_id, outcome.net_runtime_ms, outcome.metrics)
+        _Context.results.append(result)
+        return result
+
+    def _execute_and_collect(
+        self, sink: Transformation, job_name: str | None, limit: int | None
+    ) -> list | CloseableIterator:
+        from .runtime.job_manager import JobManager
+
+        others = [t for t in self._transformations if t is not sink]
+        job_graph = self._job_graph(job_name, [sink])
+        self._transformations = others
+        records: queue.Queue = queue.Queue()
+        jm = JobManager(job_graph, on_collect=records.put, job_parameters=self._job_parameters)
+
+        def run() -> None:
+            try:
+                jm.run()
+                records.put(_End(None))
+            except BaseException as exc:
+                records.put(_End(exc))
+
+        thread = threading.Thread(target=run, name="flowrun-jobmanager", daemon=True)
+        thread.start()
+        iterator = CloseableIterator(jm, records, thread)
+        if limit is None:
+            return iterator
+        out = []
+        try:
+            for item in iterator:
+                out.append(item)
+                if len(out) >= limit:
+                    break
+        finally:
+            iterator.close()
+        return out
+
+    def close(self) -> None:
+        self._transformations = []
+
+
+def _run_with_sigint(jm: Any) -> Any:
+    """Run the JobManager; Ctrl-C cancels the job cleanly instead of tearing through it."""
+    if threading.current_thread() is not threading.main_thread():
+        return jm.run()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        jm.cancel("cancelled by Ctrl-C")
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return jm.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _iter_records(it: Iterator) -> Iterator:
+    yield from it

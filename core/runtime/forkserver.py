@@ -1,0 +1,280 @@
+"""A fork server that starts subtask processes with pyarrow and numpy already imported.
+
+Why not ``multiprocessing``'s forkserver: it re-imports the parent's
+``__main__`` in every child, and a PyFlink-style job script without an
+``if __name__ == "__main__"`` guard would then run itself again in every
+subtask. This server is a fresh interpreter (``python -m``), so nothing of the
+JobManager's state leaks into it; it imports the heavy modules once, then forks
+one child per request. A child gets exactly the file descriptors sent with its
+request (control socket, doorbells), dies with the server
+(``PR_SET_PDEATHSIG``), and the server dies with its JobManager (it exits when
+its socket reaches EOF). Exit statuses come back as messages; the JobManager
+watches liveness itself through pidfds, which work for non-children.
+
+Example::
+
+    >>> server = ForkServer.start()
+    >>> pid = server.spawn("os:getpid", (), [])   # doctest: +SKIP
+    >>> server.close()
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from typing import Any
+
+__all__ = ["ForkServer", "get_fork_server"]
+
+_LEN = struct.Struct("<I")
+_PRELOAD = (
+    "numpy",
+    "pyarrow",
+    "pyarrow.ipc",
+    "pyarrow.compute",
+    "cloudpickle",
+    "flowrun.core.runtime.stream_task",
+)
+_PR_SET_PDEATHSIG = 1
+
+
+def _send(sock: socket.socket, obj: Any, fds: list[int] | None = None) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    payload = _LEN.pack(len(data)) + data
+    if fds:
+        socket.send_fds(sock, [payload[:4096]], fds)
+        if len(payload) > 4096:
+            sock.sendall(payload[4096:])
+    else:
+        sock.sendall(payload)
+
+
+def _recv_exact(sock: socket.socket, n: int, chunks: list[bytes]) -> bytes:
+    have = sum(len(c) for c in chunks)
+    while have < n:
+        chunk = sock.recv(min(1 << 20, n - have))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        have += len(chunk)
+    return b"".join(chunks)
+
+
+def _recv_request(sock: socket.socket) -> tuple[Any, list[int]]:
+    """One request with its file descriptors (fork-server side)."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 256)
+    if not data:
+        raise EOFError
+    head = _recv_exact(sock, 4, [data])
+    (length,) = _LEN.unpack(head[:4])
+    body = _recv_exact(sock, 4 + length, [head])
+    return pickle.loads(body[4:]), fds
+
+
+def _set_pdeathsig() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError:
+        pass
+
+
+def _serve(fd: int) -> None:
+    """Server main loop (runs in the fork-server process)."""
+    sock = socket.socket(fileno=fd)
+    _set_pdeathsig()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in _PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+    send_lock = threading.Lock()
+    children: set[int] = set()
+
+    def reap(_signum: int, _frame: Any) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            children.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            try:
+                with send_lock:
+                    _send(sock, ("exit", pid, code))
+            except OSError:
+                pass
+
+    signal.signal(signal.SIGCHLD, reap)
+    while True:
+        try:
+            request, fds = _recv_request(sock)
+        except (EOFError, ConnectionError):
+            break
+        except InterruptedError:
+            continue
+        token, target, args, sys_path = request
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                sock.close()
+                _set_pdeathsig()
+                for entry in reversed(sys_path):
+                    if entry not in sys.path:
+                        sys.path.insert(0, entry)
+                module, _, func = target.partition(":")
+                fn = getattr(importlib.import_module(module), func)
+                code = fn(fds, *args) or 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                except Exception:
+                    pass
+                os._exit(code)
+        children.add(pid)
+        for f in fds:
+            os.close(f)
+        with send_lock:
+            _send(sock, ("spawned", token, pid))
+    for pid in list(children):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os._exit(0)
+
+
+class ForkServer:
+    """Client handle of a running fork server (JobManager side)."""
+
+    def __init__(self, proc: subprocess.Popen, sock: socket.socket) -> None:
+        self._proc = proc
+        self._sock = sock
+        self._token = 0
+        self._lock = threading.Lock()
+        self._inbuf = bytearray()
+        self.exit_codes: dict[int, int] = {}
+
+    @classmethod
+    def start(cls) -> ForkServer:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", f"from flowrun.core.runtime.forkserver import _serve; _serve({child.fileno()})"],
+            pass_fds=[child.fileno()],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        child.close()
+        return cls(proc, parent)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def _read_messages(self, block: bool) -> list[Any]:
+        """Complete messages from the server; waits for at least one if ``block``."""
+        messages = []
+        while True:
+            while len(self._inbuf) >= 4:
+                (length,) = _LEN.unpack_from(self._inbuf)
+                if len(self._inbuf) < 4 + length:
+                    break
+                messages.append(pickle.loads(self._inbuf[4 : 4 + length]))
+                del self._inbuf[: 4 + length]
+            if messages or not block:
+                if not block:
+                    try:
+                        chunk = self._sock.recv(65536, socket.MSG_DONTWAIT)
+                    except (BlockingIOError, InterruptedError):
+                        return messages
+                    if not chunk:
+                        return messages
+                    self._inbuf += chunk
+                    continue
+                return messages
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise EOFError("the fork server exited")
+            self._inbuf += chunk
+
+    def _note(self, message: Any) -> None:
+        if message[0] == "exit":
+            self.exit_codes[message[1]] = message[2]
+
+    def spawn(self, target: str, args: tuple, fds: list[int]) -> int:
+        """Fork a child running ``target(fds, *args)``; returns its pid."""
+        with self._lock:
+            self._token += 1
+            token = self._token
+            _send(self._sock, (token, target, args, list(sys.path)), fds)
+            pid = None
+            while pid is None:
+                for message in self._read_messages(block=True):
+                    if message[0] == "spawned" and message[1] == token:
+                        pid = message[2]
+                    else:
+                        self._note(message)
+            return pid
+
+    def poll_exits(self) -> None:
+        """Read pending exit notices without blocking."""
+        with self._lock:
+            for message in self._read_messages(block=False):
+                self._note(message)
+
+    def close(self) -> None:
+        try:
+            self._sock.close()
+        finally:
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
+_server: ForkServer | None = None
+_server_lock = threading.Lock()
+
+
+def get_fork_server() -> ForkServer:
+    """The process-wide fork server, started on first use and restarted if it died."""
+    global _server
+    with _server_lock:
+        if _server is None or not _server.alive():
+            _server = ForkServer.start()
+            import atexit
+
+            atexit.register(_shutdown)
+        return _server
+
+
+def _shutdown() -> None:
+    global _server
+    if _server is not None:
+        _server.close()
+        _server = None

@@ -1,0 +1,509 @@
+"""The subtask process: one operator chain, one mailbox loop.
+
+The loop is single-threaded, as Flink's mailbox model: control mail from the
+JobManager (cancel), doorbell messages (data, recycled buffers, credit), input
+buffers, source polls and the output flush timer are all served from one
+``select``. Backpressure is a nested wait inside the loop: when an output
+buffer pool is empty, the task serves only doorbell and control messages until
+a consumer recycles a buffer.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cloudpickle
+import pyarrow as pa
+
+from flowrun.network.frames import EventKind, FrameKind
+from flowrun.network.network_environment import NetworkDescriptor, NetworkEnvironment
+
+from .operators import Output, SinkOperator, SourceOperator, StreamOperator, UserCodeError
+
+__all__ = ["ChainNodeSpec", "ChainSpec", "TaskInfo", "run_subtask", "TaskCancelled"]
+
+
+class TaskCancelled(Exception):
+    """The JobManager cancelled the job (or went away)."""
+
+
+@dataclass
+class ChainNodeSpec:
+    name: str
+    operator: StreamOperator
+    operator_id: str
+    output_type: Any
+    arrow: bool
+    children: list[int] = field(default_factory=list)  #: chained successors (node indices)
+    partitions: list[int] = field(default_factory=list)  #: network outputs (partition indices)
+
+
+@dataclass
+class OutEdgeSpec:
+    partitioner: Any
+    output_type: Any
+    arrow: bool
+    target_name: str
+
+
+@dataclass
+class InEdgeSpec:
+    output_type: Any
+    arrow: bool
+    input_index: int
+
+
+@dataclass
+class ChainSpec:
+    vertex_name: str
+    nodes: list[ChainNodeSpec]
+    out_edges: list[OutEdgeSpec]
+    in_edges: list[InEdgeSpec]
+    is_source: bool
+    buffer_timeout: int
+    source_batch_size: int
+
+
+@dataclass
+class TaskInfo:
+    task_id: int
+    index: int
+    parallelism: int
+    max_parallelism: int
+    job_id: str
+    attempt: int
+    peer_ids: list[int]
+    network: NetworkDescriptor
+    job_parameters: dict
+
+
+class OperatorContext:
+    """What an operator may know about the subtask it runs in."""
+
+    def __init__(self, task: StreamTask, node: ChainNodeSpec) -> None:
+        from ..functions import RuntimeContext
+
+        info = task.info
+        self.index = info.index
+        self.parallelism = info.parallelism
+        self.max_parallelism = info.max_parallelism
+        self.job_id = info.job_id
+        self.operator_uid = node.operator_id
+        self.runtime_context = RuntimeContext(
+            node.name,
+            info.index,
+            info.parallelism,
+            info.max_parallelism,
+            info.attempt,
+            info.job_parameters,
+        )
+        self._task = task
+
+    def send_to_client(self, records: list) -> None:
+        self._task.control.send(("collect", records))
+
+
+class ChainedOutput(Output):
+    __slots__ = ("operator",)
+
+    def __init__(self, operator: StreamOperator) -> None:
+        self.operator = operator
+
+    def emit(self, records: Any) -> None:
+        self.operator.process(records)
+
+
+class ValidatingOutput(Output):
+    """Checks declared ``output_type`` on chained edges, where nothing is serialised."""
+
+    def __init__(self, inner: Output, serializer: Any, node: ChainNodeSpec, subtask: str) -> None:
+        self.inner = inner
+        self.serializer = serializer
+        self.node = node
+        self.subtask = subtask
+
+    def emit(self, records: Any) -> None:
+        if not isinstance(records, pa.RecordBatch):
+            try:
+                self.serializer.to_batches(records, 1 << 30)
+            except Exception as exc:
+                raise _type_error(self.node.name, self.subtask, exc) from exc
+        self.inner.emit(records)
+
+
+def _type_error(operator: str, subtask: str, exc: BaseException) -> UserCodeError:
+    err = UserCodeError(operator, subtask, getattr(exc, "record", None), exc)
+    err.args = (
+        f"Operator '{operator}' (subtask {subtask}) emitted a record that does not match its "
+        f"declared output_type: {exc}",
+    )
+    return err
+
+
+class FanOutput(Output):
+    def __init__(self, outputs: list[Output]) -> None:
+        self.outputs = outputs
+
+    def emit(self, records: Any) -> None:
+        for output in self.outputs:
+            output.emit(records)
+
+
+class NullOutput(Output):
+    def emit(self, records: Any) -> None:
+        pass
+
+
+class RecordWriterOutput(Output):
+    """Partitions a batch and serialises each part into its subpartition's buffers."""
+
+    def __init__(
+        self,
+        partition: Any,
+        partitioner: Any,
+        serializer: Any,
+        arrow: bool,
+        max_bytes: int,
+        flush_always: bool,
+        operator: str,
+        subtask: str,
+    ) -> None:
+        self.subpartitions = partition.subpartitions
+        self.partitioner = partitioner
+        self.serializer = serializer
+        self.arrow = arrow
+        self.max_bytes = max_bytes
+        self.flush_always = flush_always
+        self.operator = operator
+        self.subtask = subtask
+        self.records_out = 0
+
+    def emit(self, records: Any) -> None:
+        partitioner = self.partitioner
+        try:
+            if self.arrow:
+                self.records_out += records.num_rows
+                parts = (
+                    [records] * len(self.subpartitions)
+                    if partitioner.is_broadcast
+                    else partitioner.split_batch(records)
+                )
+            else:
+                self.records_out += len(records)
+                parts = (
+                    [records] * len(self.subpartitions)
+                    if partitioner.is_broadcast
+                    else partitioner.split_rows(records)
+                )
+        except Exception as exc:
+            raise UserCodeError(
+                f"{self.operator} (key selector / partitioner)",
+                self.subtask,
+                getattr(exc, "record", None),
+                getattr(exc, "cause", None) or exc,
+            ) from exc
+        if self.arrow:
+            for sub, part in zip(self.subpartitions, parts, strict=True):
+                if part is not None and part.num_rows:
+                    sub.add_batch(part)
+                    if self.flush_always:
+                        sub.flush()
+            return
+        if partitioner.is_broadcast:
+            batches = self._serialize(records)
+            for sub in self.subpartitions:
+                for batch in batches:
+                    sub.add_batch(batch)
+                if self.flush_always:
+                    sub.flush()
+            return
+        for sub, part in zip(self.subpartitions, parts, strict=True):
+            if part:
+                for batch in self._serialize(part):
+                    sub.add_batch(batch)
+                if self.flush_always:
+                    sub.flush()
+
+    def _serialize(self, records: list) -> list[pa.RecordBatch]:
+        try:
+            return self.serializer.to_batches(records, self.max_bytes)
+        except Exception as exc:
+            raise _type_error(self.operator, self.subtask, exc) from exc
+
+
+class StreamTask:
+    """Runs one subtask: build the chain, run the mailbox loop, report to the JobManager."""
+
+    def __init__(self, control: Connection, spec: ChainSpec, info: TaskInfo) -> None:
+        self.control = control
+        self.spec = spec
+        self.info = info
+        self.subtask = f"{info.index + 1}/{info.parallelism}"
+        self.net: NetworkEnvironment | None = None
+        self.operators: list[StreamOperator] = []
+        self._extra_fds: list[int] = []
+
+    # -- waiting ------------------------------------------------------------------
+    def _handle_control(self) -> None:
+        while self.control.poll():
+            try:
+                message = self.control.recv()
+            except (EOFError, OSError):
+                raise TaskCancelled("the JobManager went away") from None
+            if message[0] == "cancel":
+                raise TaskCancelled("cancelled by the JobManager")
+
+    def wait_io(self, timeout: float | None, extra: list[int] | None = None) -> None:
+        fds = [self.control.fileno(), self.net.fileno()]
+        if extra:
+            fds.extend(extra)
+        try:
+            ready, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            return
+        if self.control.fileno() in ready:
+            self._handle_control()
+        self.net.process_doorbell()
+
+    def _backpressure_wait(self) -> None:
+        self.wait_io(1.0)
+
+    # -- set-up -------------------------------------------------------------------
+    def setup(self, doorbell_fd: int, peer_fds: dict[int, int]) -> None:
+        from ..records import serializer_for
+
+        self.net = NetworkEnvironment(
+            self.info.network, doorbell_fd, peer_fds, self._backpressure_wait
+        )
+        self.control.send(("attached",))
+        spec = self.spec
+        self.flush_always = spec.buffer_timeout == 0
+        max_bytes = self.info.network.segment_size - 64
+        self.operators = [node.operator for node in spec.nodes]
+        self.in_serializers = [
+            None if e.arrow else serializer_for(e.output_type) for e in spec.in_edges
+        ]
+        self.record_writers: list[RecordWriterOutput] = []
+        for node_index in reversed(range(len(spec.nodes))):
+            node = spec.nodes[node_index]
+            outputs: list[Output] = [ChainedOutput(self.operators[c]) for c in node.children]
+            if node.children and node.output_type is not None and not node.arrow:
+                outputs = [
+                    ValidatingOutput(
+                        FanOutput(outputs) if len(outputs) > 1 else outputs[0],
+                        serializer_for(node.output_type),
+                        node,
+                        self.subtask,
+                    )
+                ]
+            for p in node.partitions:
+                edge = spec.out_edges[p]
+                partition = self.net.partitions[p]
+                partitioner = copy.copy(edge.partitioner)
+                partitioner.setup(len(partition.subpartitions), self.info.index)
+                writer = RecordWriterOutput(
+                    partition,
+                    partitioner,
+                    None if edge.arrow else serializer_for(edge.output_type),
+                    edge.arrow,
+                    max_bytes,
+                    self.flush_always,
+                    node.name,
+                    self.subtask,
+                )
+                self.record_writers.append(writer)
+                outputs.append(writer)
+            if not outputs:
+                output: Output = NullOutput()
+            elif len(outputs) == 1:
+                output = outputs[0]
+            else:
+                output = FanOutput(outputs)
+            operator = self.operators[node_index]
+            operator.setup(OperatorContext(self, node), output)
+        for operator in self.operators:
+            operator.open()
+        self.control.send(("running",))
+
+    # -- running ------------------------------------------------------------------
+    def run(self) -> None:
+        if self.spec.is_source:
+            self._run_source()
+        else:
+            self._run_inputs()
+        self._finish()
+
+    def _flush_deadline(self) -> float | None:
+        timeout = self.spec.buffer_timeout
+        if timeout <= 0:
+            return None
+        return time.monotonic() + timeout / 1000.0
+
+    def _run_source(self) -> None:
+        source_op = self.operators[0]
+        assert isinstance(source_op, SourceOperator)
+        reader = source_op.reader
+        emit = source_op.output.emit
+        net = self.net
+        batch_size = self.spec.source_batch_size
+        next_flush = self._flush_deadline()
+        timeout_s = self.spec.buffer_timeout / 1000.0
+        control = self.control
+        while True:
+            if control.poll():
+                self._handle_control()
+            net.process_doorbell()
+            try:
+                records = reader.poll(batch_size)
+            except Exception as exc:
+                raise source_op.fail(None, exc) from exc
+            if records is None:
+                break
+            n = records.num_rows if isinstance(records, pa.RecordBatch) else len(records)
+            now = time.monotonic()
+            if n:
+                emit(records)
+            else:
+                waits = [t for t in (next_flush, reader.next_wakeup()) if t is not None]
+                timeout = max(0.0, min(waits) - now) if waits else None
+                fd = reader.fileno()
+                self.wait_io(timeout, [fd] if fd is not None else None)
+                now = time.monotonic()
+            if next_flush is not None and now >= next_flush:
+                net.flush_all()
+                next_flush = now + timeout_s
+
+    def _run_inputs(self) -> None:
+        net = self.net
+        gates = net.gates
+        head = self.operators[0]
+        process = head.process
+        in_edges = self.spec.in_edges
+        serializers = self.in_serializers
+        flush_always = self.flush_always
+        next_flush = self._flush_deadline()
+        timeout_s = self.spec.buffer_timeout / 1000.0
+        control = self.control
+        while not all(g.all_ended() for g in gates):
+            net.process_doorbell()
+            progressed = False
+            for gate_index, gate in enumerate(gates):
+                polled = gate.poll()
+                if polled is None:
+                    continue
+                progressed = True
+                channel, buffer, memory = polled
+                edge = in_edges[gate_index]
+                serializer = serializers[gate_index]
+                for kind, batch, event, _payload in gate.read(channel, memory):
+                    if kind == FrameKind.BATCH:
+                        process(
+                            batch if serializer is None else serializer.from_batch(batch),
+                            edge.input_index,
+                        )
+                    elif event == EventKind.END_OF_PARTITION:
+                        gate.channels[channel].ended = True
+                del memory
+                gate.recycle(channel, buffer)
+                if flush_always:
+                    net.flush_all()
+            if control.poll():
+                self._handle_control()
+            now = time.monotonic()
+            if next_flush is not None and now >= next_flush:
+                net.flush_all()
+                next_flush = now + timeout_s
+            if not progressed:
+                timeout = None if next_flush is None else max(0.0, next_flush - now)
+                self.wait_io(timeout)
+
+    def _finish(self) -> None:
+        for operator in self.operators:
+            operator.end_input()
+        for operator in self.operators:
+            if isinstance(operator, SinkOperator) or hasattr(operator, "flush"):
+                operator.flush()
+        for operator in self.operators:
+            operator.close()
+        for partition in self.net.partitions:
+            partition.broadcast_event(EventKind.END_OF_PARTITION)
+        while not self.net.outputs_drained():
+            self.wait_io(1.0)
+
+    def metrics(self) -> dict:
+        stats = self.net.stats
+        return {
+            "records_out": sum(w.records_out for w in self.record_writers),
+            "buffers_sent": sum(s.buffers_sent for s in self.net.subpartitions),
+            "bytes_sent": sum(s.bytes_sent for s in self.net.subpartitions),
+            "buffers_received": sum(g.buffers_received for g in self.net.gates),
+            "backpressured_ms": stats.blocked_ns / 1e6,
+            "backpressure_waits": stats.waits,
+        }
+
+    def abort(self) -> None:
+        for operator in self.operators:
+            if isinstance(operator, SinkOperator):
+                try:
+                    operator.abort()
+                except Exception:
+                    pass
+
+
+def run_subtask(fds: list[int], spec_bytes: bytes, info: TaskInfo) -> int:
+    """Entry point of a subtask process (called by the fork server)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    control = Connection(fds[0])
+    doorbell_fd = fds[1]
+    peer_fds = dict(zip(info.peer_ids, fds[2:], strict=True))
+    task: StreamTask | None = None
+    try:
+        spec = cloudpickle.loads(spec_bytes)
+        task = StreamTask(control, spec, info)
+        task.setup(doorbell_fd, peer_fds)
+        task.run()
+        control.send(("finished", task.metrics()))
+        return 0
+    except TaskCancelled:
+        if task is not None:
+            task.abort()
+        try:
+            control.send(("canceled",))
+        except OSError:
+            pass
+        return 0
+    except UserCodeError as exc:
+        if task is not None:
+            task.abort()
+        _report_failure(control, str(exc))
+        return 1
+    except BaseException as exc:  # engine bug or unexpected error: report it whole
+        if task is not None:
+            task.abort()
+        name = task.spec.vertex_name if task is not None else "subtask"
+        subtask = task.subtask if task is not None else f"{info.index + 1}/{info.parallelism}"
+        text = "".join(traceback.format_exception(exc)).rstrip()
+        _report_failure(control, f"Subtask '{name}' ({subtask}) failed: {exc}\n{text}")
+        return 1
+    finally:
+        try:
+            sys.stdout.flush()
+        except Exception:
+            pass
+        os.environ.pop("FLOWRUN_SUBTASK", None)
+
+
+def _report_failure(control: Connection, message: str) -> None:
+    try:
+        control.send(("failed", message))
+    except OSError:
+        pass
