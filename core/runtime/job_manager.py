@@ -17,6 +17,7 @@ import select
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -201,6 +202,7 @@ class JobManager:
                     peer_ids=peers,
                     network=plan.network[ev.task_id],
                     job_parameters=self.job_parameters,
+                    main_file=getattr(sys.modules.get("__main__"), "__file__", None),
                 )
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
                 fds = [theirs.fileno(), doorbells[ev.task_id][0]]

@@ -27,6 +27,7 @@ import pyarrow as pa
 from flowrun.network.frames import EventKind, FrameKind
 from flowrun.network.network_environment import NetworkDescriptor, NetworkEnvironment
 
+from .user_code import restore_source_file
 from .operators import Output, SinkOperator, SourceOperator, StreamOperator, UserCodeError
 
 __all__ = ["ChainNodeSpec", "ChainSpec", "TaskInfo", "run_subtask", "TaskCancelled"]
@@ -84,6 +85,7 @@ class TaskInfo:
     peer_ids: list[int]
     network: NetworkDescriptor
     job_parameters: dict
+    main_file: str | None = None  #: the job script, to restore user tracebacks
 
 
 class OperatorContext:
@@ -468,6 +470,7 @@ def run_subtask(fds: list[int], spec_bytes: bytes, info: TaskInfo) -> int:
     task: StreamTask | None = None
     try:
         spec = cloudpickle.loads(spec_bytes)
+        restore_source_file([n.operator for n in spec.nodes], info.main_file)
         task = StreamTask(control, spec, info)
         task.setup(doorbell_fd, peer_fds)
         task.run()
