@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         help="set a configuration key (repeatable); see 'flowrun config'",
     )
     run.add_argument("--plan", action="store_true", help="print the chained job graph, do not run")
-    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the job script")
+    run.epilog = "Arguments after -- are passed to the job script (sys.argv[1:])."
     sub.add_parser("config", help="list every configuration key with its default")
     return parser
 
@@ -112,7 +112,13 @@ def _config() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    script_args: list[str] = []
+    if "--" in argv:  # everything after -- belongs to the job script
+        cut = argv.index("--")
+        argv, script_args = argv[:cut], argv[cut + 1 :]
     args = _parser().parse_args(argv)
+    args.args = script_args
     if args.command == "run":
         return _run(args)
     return _config()

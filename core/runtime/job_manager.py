@@ -327,6 +327,7 @@ class JobManager:
         for s in live:
             try:
                 s.control.send(("cancel",))
+                signal.pidfd_send_signal(s.pidfd, signal.SIGUSR1)
             except OSError:
                 pass
         deadline = time.monotonic() + self.config.get(cfg.CANCEL_TIMEOUT) / 1000.0

@@ -464,6 +464,7 @@ class StreamTask:
 def run_subtask(fds: list[int], spec_bytes: bytes, info: TaskInfo) -> int:
     """Entry point of a subtask process (called by the fork server)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, _interrupt)
     control = Connection(fds[0])
     doorbell_fd = fds[1]
     peer_fds = dict(zip(info.peer_ids, fds[2:], strict=True))
@@ -477,6 +478,7 @@ def run_subtask(fds: list[int], spec_bytes: bytes, info: TaskInfo) -> int:
         control.send(("finished", task.metrics()))
         return 0
     except TaskCancelled:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         if task is not None:
             task.abort()
         try:
@@ -485,11 +487,13 @@ def run_subtask(fds: list[int], spec_bytes: bytes, info: TaskInfo) -> int:
             pass
         return 0
     except UserCodeError as exc:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         if task is not None:
             task.abort()
         _report_failure(control, str(exc))
         return 1
     except BaseException as exc:  # engine bug or unexpected error: report it whole
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         if task is not None:
             task.abort()
         name = task.spec.vertex_name if task is not None else "subtask"
@@ -503,6 +507,12 @@ def run_subtask(fds: list[int], spec_bytes: bytes, info: TaskInfo) -> int:
         except Exception:
             pass
         os.environ.pop("FLOWRUN_SUBTASK", None)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    """SIGUSR1 from the JobManager: cancel now, even inside a long user function."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    raise TaskCancelled("cancelled by the JobManager")
 
 
 def _report_failure(control: Connection, message: str) -> None:
