@@ -103,7 +103,7 @@ class ResultSubpartition:
             self._add_fragmented(batch)
 
     def _add_fragmented(self, batch: pa.RecordBatch) -> None:
-        data = memoryview(serialize_stream(batch))
+        data = memoryview(serialize_stream(batch)).cast("B")
         flags = FIRST
         while len(data):
             if self._current is None:

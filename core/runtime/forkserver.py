@@ -7,8 +7,9 @@ subtask. This server is a fresh interpreter (``python -m``), so nothing of the
 JobManager's state leaks into it; it imports the heavy modules once, then forks
 one child per request. A child gets exactly the file descriptors sent with its
 request (control socket, doorbells), dies with the server
-(``PR_SET_PDEATHSIG``), and the server dies with its JobManager (it exits when
-its socket reaches EOF). Exit statuses come back as messages; the JobManager
+(``PR_SET_PDEATHSIG``; the server is single-threaded), and the server dies with
+its JobManager process: it exits, killing its children, when its socket reaches
+EOF. Exit statuses come back as messages; the JobManager
 watches liveness itself through pidfds, which work for non-children.
 
 Example::
@@ -90,7 +91,9 @@ def _set_pdeathsig() -> None:
 def _serve(fd: int) -> None:
     """Server main loop (runs in the fork-server process)."""
     sock = socket.socket(fileno=fd)
-    _set_pdeathsig()
+    # No PR_SET_PDEATHSIG here: it fires when the *thread* that started us ends,
+    # and the JobManager may run in a short-lived thread. EOF on the socket is
+    # what tells us the JobManager process is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in _PRELOAD:
         try:
