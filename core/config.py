@@ -217,9 +217,6 @@ PROCESS_START_METHOD = _option(
     "How subtask processes start: forkserver (pyarrow/numpy preloaded) or spawn.",
     lambda v: None if v in ("forkserver", "spawn") else "must be forkserver or spawn",
 )
-SHM_DIR = _option(
-    "flowrun.shm.dir", "/dev/shm", str, "Directory of the shared-memory network buffer pool."
-)
 WORKING_DIR = _option(
     "io.tmp.dirs",
     tempfile.gettempdir(),

@@ -1,22 +1,28 @@
 """The job's shared-memory NetworkBufferPool and the LocalBufferPools carved from it.
 
-Why one segment per job: every subtask process maps the same file once, and
-a buffer is then named by its index alone, so a buffer hand-over between
-processes is a 16-byte doorbell message and no data is copied. The segment
-lives in ``/dev/shm`` (tmpfs); the JobManager unlinks it as soon as every
-subtask has mapped it, so even a ``kill -9`` of the JobManager cannot leak it.
-The name carries the JobManager's pid so that a later run can remove segments
-whose owner died before the unlink (:func:`cleanup_stale_segments`).
+Why one segment per job: every subtask process maps the same memory once, and a
+buffer is then named by its index alone, so handing a buffer to another process
+is a 16-byte doorbell message and no data is copied.
+
+The segment is an anonymous ``memfd`` (tmpfs-backed shared memory without a
+name): the JobManager creates it and passes the file descriptor to every
+subtask with the rest of its descriptors, each subtask maps it, and the memory
+is freed by the kernel when the last process holding it exits. There is no
+``/dev/shm`` entry that a crash, a ``kill -9`` or Ctrl-C could leave behind.
+Where ``memfd_create`` is missing, a file in ``/dev/shm`` is created and
+unlinked at once (its name exists for microseconds, and names carry the
+creator's pid so that :func:`cleanup_stale_segments` can remove the leftovers
+of a creator that died inside that window).
 
 Example::
 
-    >>> pool = NetworkBufferPool.create("/dev/shm", "doctest", num_buffers=4, segment_size=4096)
+    >>> pool = NetworkBufferPool.create("doctest", num_buffers=4, segment_size=4096)
     >>> local = LocalBufferPool(range(4))
     >>> index = local.request()
     >>> pool.buffer(index)[:5] = b"hello"
-    >>> bytes(NetworkBufferPool.attach(pool.path, 4, 4096).buffer(index)[:5])
+    >>> bytes(NetworkBufferPool.attach(pool.fd, 4, 4096).buffer(index)[:5])
     b'hello'
-    >>> pool.unlink(); pool.close()
+    >>> pool.close()
 """
 
 from __future__ import annotations
@@ -33,52 +39,51 @@ __all__ = ["NetworkBufferPool", "LocalBufferPool", "cleanup_stale_segments", "SE
 
 SEGMENT_PREFIX = "flowrun-"
 _NAME_RE = re.compile(r"^flowrun-(\d+)-")
+_SHM_DIR = "/dev/shm"
+
+
+def _anonymous_shared_file(name: str, size: int) -> int:
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    else:  # pragma: no cover - non-Linux fallback
+        path = os.path.join(_SHM_DIR, name)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.unlink(path)
+    os.ftruncate(fd, size)
+    return fd
 
 
 class NetworkBufferPool:
-    """A file in shared memory cut into ``num_buffers`` segments of ``segment_size`` bytes."""
+    """Shared memory cut into ``num_buffers`` segments of ``segment_size`` bytes."""
 
-    def __init__(self, path: str, num_buffers: int, segment_size: int, create: bool) -> None:
-        self.path = path
+    def __init__(self, fd: int, num_buffers: int, segment_size: int, owns_fd: bool) -> None:
+        self.fd = fd
         self.num_buffers = num_buffers
         self.segment_size = segment_size
+        self._owns_fd = owns_fd
         size = num_buffers * segment_size
-        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
-        fd = os.open(path, flags, 0o600)
-        try:
-            if create:
-                os.ftruncate(fd, size)
-            self._mmap = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)
+        self._mmap = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._view = memoryview(self._mmap)
         self._buffers = [
             self._view[i * segment_size : (i + 1) * segment_size] for i in range(num_buffers)
         ]
 
     @classmethod
-    def create(
-        cls, shm_dir: str, job_id: str, num_buffers: int, segment_size: int
-    ) -> NetworkBufferPool:
-        """Create the segment of a job (JobManager side)."""
+    def create(cls, job_id: str, num_buffers: int, segment_size: int) -> NetworkBufferPool:
+        """Create the memory of a job (JobManager side); pass :attr:`fd` to every subtask."""
         name = f"{SEGMENT_PREFIX}{os.getpid()}-{job_id}"
-        return cls(os.path.join(shm_dir, name), num_buffers, segment_size, create=True)
+        fd = _anonymous_shared_file(name, num_buffers * segment_size)
+        return cls(fd, num_buffers, segment_size, owns_fd=True)
 
     @classmethod
-    def attach(cls, path: str, num_buffers: int, segment_size: int) -> NetworkBufferPool:
-        """Map an existing segment (subtask side)."""
-        return cls(path, num_buffers, segment_size, create=False)
+    def attach(cls, fd: int, num_buffers: int, segment_size: int) -> NetworkBufferPool:
+        """Map the memory received as ``fd`` (subtask side); the fd can be closed after."""
+        pool = cls(fd, num_buffers, segment_size, owns_fd=True)
+        return pool
 
     def buffer(self, index: int) -> memoryview:
         """The writable memory of buffer ``index``."""
         return self._buffers[index]
-
-    def unlink(self) -> None:
-        """Remove the name; the memory lives on until the last process unmaps it."""
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
     def close(self) -> None:
         for view in self._buffers:
@@ -90,6 +95,9 @@ class NetworkBufferPool:
         except BufferError:
             # Arrow arrays still reference the memory; the mapping goes with the process.
             pass
+        if self._owns_fd and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class LocalBufferPool:
@@ -116,7 +124,7 @@ class LocalBufferPool:
         return len(self._free)
 
 
-def cleanup_stale_segments(shm_dir: str) -> list[str]:
+def cleanup_stale_segments(shm_dir: str = _SHM_DIR) -> list[str]:
     """Remove segments whose JobManager process no longer exists; return their paths."""
     removed = []
     try:

@@ -54,7 +54,6 @@ class InputGateDescriptor:
 
 @dataclass
 class NetworkDescriptor:
-    shm_path: str
     num_buffers: int
     segment_size: int
     exclusive_credits: int
@@ -69,13 +68,12 @@ class NetworkEnvironment:
     def __init__(
         self,
         descriptor: NetworkDescriptor,
+        pool_fd: int,
         doorbell_fd: int,
         peer_fds: dict[int, int],
         wait: Callable[[], None],
     ) -> None:
-        self.pool = NetworkBufferPool.attach(
-            descriptor.shm_path, descriptor.num_buffers, descriptor.segment_size
-        )
+        self.pool = NetworkBufferPool.attach(pool_fd, descriptor.num_buffers, descriptor.segment_size)
         self.doorbell = DoorbellReader(doorbell_fd)
         self._writers = {task: DoorbellWriter(fd) for task, fd in peer_fds.items()}
         self.stats = BackpressureStats()

@@ -57,7 +57,6 @@ class ExecutionPlan:
     def __init__(
         self,
         job_graph: JobGraph,
-        shm_path: str,
         segment_size: int,
         buffers_per_subpartition: int,
         exclusive_credits: int,
@@ -75,9 +74,7 @@ class ExecutionPlan:
             self.tasks_of[vertex.index] = subtasks
 
         self.network: dict[int, NetworkDescriptor] = {
-            t.task_id: NetworkDescriptor(
-                shm_path, 0, segment_size, exclusive_credits, floating_credits
-            )
+            t.task_id: NetworkDescriptor(0, segment_size, exclusive_credits, floating_credits)
             for t in self.tasks
         }
         next_buffer = 0

@@ -3,8 +3,8 @@
 It runs in the client's process (Flink's application mode). Deployment: expand
 the JobGraph into an ExecutionPlan, create the shared-memory buffer pool and
 one doorbell pipe per subtask, fork every subtask through the fork server with
-exactly its file descriptors, and unlink the pool's name as soon as every
-subtask has mapped it. Supervision: one ``select`` over the control sockets and
+exactly its file descriptors (the pool's memory is an anonymous memfd passed
+by descriptor, so there is no name in /dev/shm to leak). Supervision: one ``select`` over the control sockets and
 a pidfd per subtask, so a crash or ``kill -9`` is seen the moment it happens
 and fails the job. Whatever the outcome, every subtask is gone and the segment
 unlinked when :meth:`JobManager.run` returns.
@@ -59,6 +59,8 @@ def _chain_spec(job_graph: JobGraph, vertex_index: int) -> ChainSpec:
     vertex = job_graph.vertices[vertex_index]
     config = job_graph.config
     position = {n.id: i for i, n in enumerate(vertex.nodes)}
+    for n in vertex.nodes:  # .name() set after the operator was created
+        n.factory.name = n.name
     nodes = [
         ChainNodeSpec(
             name=n.name,
@@ -141,8 +143,7 @@ class JobManager:
 
     def run(self) -> JobOutcome:
         conf = self.config
-        shm_dir = conf.get(cfg.SHM_DIR)
-        cleanup_stale_segments(shm_dir)
+        cleanup_stale_segments()
         workdir = tempfile.mkdtemp(prefix=f"flowrun-{self.job_id[:8]}-", dir=conf.get(cfg.WORKING_DIR))
         pool: NetworkBufferPool | None = None
         start = time.monotonic()
@@ -150,19 +151,16 @@ class JobManager:
         try:
             plan = ExecutionPlan(
                 self.job_graph,
-                shm_path="",
                 segment_size=conf.get(cfg.SEGMENT_SIZE),
                 buffers_per_subpartition=conf.get(cfg.MAX_BUFFERS_PER_CHANNEL),
                 exclusive_credits=conf.get(cfg.BUFFERS_PER_CHANNEL),
                 floating_credits=conf.get(cfg.FLOATING_BUFFERS_PER_GATE),
             )
             pool = NetworkBufferPool.create(
-                shm_dir, self.job_id, plan.num_buffers, conf.get(cfg.SEGMENT_SIZE)
+                self.job_id, plan.num_buffers, conf.get(cfg.SEGMENT_SIZE)
             )
-            for desc in plan.network.values():
-                desc.shm_path = pool.path
             self._deploy(plan, pool)
-            self._supervise(pool)
+            self._supervise()
             self.status = "FINISHED"
             return JobOutcome(
                 self.job_id,
@@ -175,7 +173,6 @@ class JobManager:
         finally:
             self._teardown()
             if pool is not None:
-                pool.unlink()
                 pool.close()
             shutil.rmtree(workdir, ignore_errors=True)
             os.close(self._cancel_r)
@@ -205,7 +202,7 @@ class JobManager:
                     main_file=getattr(sys.modules.get("__main__"), "__file__", None),
                 )
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-                fds = [theirs.fileno(), doorbells[ev.task_id][0]]
+                fds = [theirs.fileno(), doorbells[ev.task_id][0], pool.fd]
                 fds.extend(doorbells[p][1] for p in peers)
                 pid = server.spawn(
                     "flowrun.core.runtime.stream_task:run_subtask",
@@ -244,11 +241,9 @@ class JobManager:
             time.sleep(0.002)
         return "exited"
 
-    def _supervise(self, pool: NetworkBufferPool) -> None:
+    def _supervise(self) -> None:
         by_control = {s.control.fileno(): s for s in self.subtasks}
         by_pidfd = {s.pidfd: s for s in self.subtasks if s.pidfd >= 0}
-        attached = 0
-        unlinked = False
         remaining = len(self.subtasks)
         poll_s = self.config.get(cfg.HEARTBEAT_INTERVAL) / 1000.0
         while remaining:
@@ -265,10 +260,7 @@ class JobManager:
                         message = sub.control.recv()
                         kind = message[0]
                         if kind == "attached":
-                            attached += 1
-                            if attached == len(self.subtasks) and not unlinked:
-                                pool.unlink()
-                                unlinked = True
+                            sub.state = "attached"
                         elif kind == "running":
                             sub.state = "running"
                         elif kind == "collect":

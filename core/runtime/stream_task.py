@@ -280,11 +280,11 @@ class StreamTask:
         self.wait_io(1.0)
 
     # -- set-up -------------------------------------------------------------------
-    def setup(self, doorbell_fd: int, peer_fds: dict[int, int]) -> None:
+    def setup(self, pool_fd: int, doorbell_fd: int, peer_fds: dict[int, int]) -> None:
         from ..records import serializer_for
 
         self.net = NetworkEnvironment(
-            self.info.network, doorbell_fd, peer_fds, self._backpressure_wait
+            self.info.network, pool_fd, doorbell_fd, peer_fds, self._backpressure_wait
         )
         self.control.send(("attached",))
         spec = self.spec
@@ -466,14 +466,14 @@ def run_subtask(fds: list[int], spec_bytes: bytes, info: TaskInfo) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, _interrupt)
     control = Connection(fds[0])
-    doorbell_fd = fds[1]
-    peer_fds = dict(zip(info.peer_ids, fds[2:], strict=True))
+    doorbell_fd, pool_fd = fds[1], fds[2]
+    peer_fds = dict(zip(info.peer_ids, fds[3:], strict=True))
     task: StreamTask | None = None
     try:
         spec = cloudpickle.loads(spec_bytes)
         restore_source_file([n.operator for n in spec.nodes], info.main_file)
         task = StreamTask(control, spec, info)
-        task.setup(doorbell_fd, peer_fds)
+        task.setup(pool_fd, doorbell_fd, peer_fds)
         task.run()
         control.send(("finished", task.metrics()))
         return 0
