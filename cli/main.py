@@ -58,6 +58,8 @@ def _run(args: argparse.Namespace) -> int:
     from flowrun.core.graph.stream_graph import GraphError
     from flowrun.core.runtime.job_manager import JobCancelledError, JobExecutionError
 
+    if args.parallelism is not None and args.parallelism < 1:
+        return _fail(f"-p must be a positive integer, got {args.parallelism}")
     try:
         conf = parse_dynamic_properties(args.dynamic)
         if args.parallelism is not None:
@@ -66,8 +68,6 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except ValueError as exc:
         return _fail(str(exc))
-    if args.parallelism is not None and args.parallelism < 1:
-        return _fail(f"-p must be a positive integer, got {args.parallelism}")
     job = os.path.abspath(args.job)
     if not os.path.isfile(job):
         return _fail(f"job file {args.job} does not exist")

@@ -46,17 +46,29 @@ class UserCodeError(Exception):
     """User code failed inside an operator; carries everything a user needs to fix it."""
 
     def __init__(
-        self, operator: str, subtask: str, record: Any, cause: BaseException, what: str = "record"
+        self,
+        operator: str,
+        subtask: str,
+        record: Any,
+        cause: BaseException,
+        what: str = "record",
+        with_traceback: bool = True,
+        label: str | None = None,
     ) -> None:
         self.operator = operator
         self.subtask = subtask
         self.record_repr = _short_repr(record)
         self.cause_type = type(cause).__name__
-        self.user_traceback = "".join(traceback.format_exception(cause)).rstrip()
-        super().__init__(
-            f"Operator '{operator}' (subtask {subtask}) failed on {what} {self.record_repr}: "
-            f"{self.cause_type}: {cause}\n{self.user_traceback}"
+        self.user_traceback = (
+            "".join(traceback.format_exception(cause)).rstrip() if with_traceback else ""
         )
+        text = (
+            f"{label or f'Operator {operator!r}'} (subtask {subtask}) failed on {what} "
+            f"{self.record_repr}: {self.cause_type}: {cause}"
+        )
+        if self.user_traceback:
+            text += "\n" + self.user_traceback
+        super().__init__(text)
 
     def __reduce__(self):
         return (_rebuild_user_code_error, (str(self),))

@@ -178,7 +178,9 @@ class RecordWriterOutput(Output):
         flush_always: bool,
         operator: str,
         subtask: str,
+        target: str = "",
     ) -> None:
+        self.target = target
         self.subpartitions = partition.subpartitions
         self.partitioner = partitioner
         self.serializer = serializer
@@ -207,11 +209,18 @@ class RecordWriterOutput(Output):
                     else partitioner.split_rows(records)
                 )
         except Exception as exc:
+            from flowrun.state.key_groups import UnhashableKeyError
+
+            cause = getattr(exc, "cause", None) or exc
             raise UserCodeError(
-                f"{self.operator} (key selector / partitioner)",
+                self.operator,
                 self.subtask,
                 getattr(exc, "record", None),
-                getattr(exc, "cause", None) or exc,
+                cause,
+                with_traceback=not isinstance(cause, UnhashableKeyError),
+                label=f"The key selector of key_by() between {self.operator!r} and {self.target!r}"
+                if self.partitioner.name == "HASH"
+                else f"Partitioner ({self.partitioner.name}) after {self.operator!r}",
             ) from exc
         if self.arrow:
             for sub, part in zip(self.subpartitions, parts, strict=True):
@@ -321,6 +330,7 @@ class StreamTask:
                     self.flush_always,
                     node.name,
                     self.subtask,
+                    edge.target_name,
                 )
                 self.record_writers.append(writer)
                 outputs.append(writer)
