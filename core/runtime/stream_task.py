@@ -33,6 +33,9 @@ from .operators import Output, SinkOperator, SourceOperator, StreamOperator, Use
 __all__ = ["ChainNodeSpec", "ChainSpec", "TaskInfo", "run_subtask", "TaskCancelled"]
 
 
+_STEP_BYTES = 1 << 20  #: output bytes a source step aims for (see StreamTask._run_source)
+
+
 class TaskCancelled(Exception):
     """The JobManager cancelled the job (or went away)."""
 
@@ -190,6 +193,7 @@ class RecordWriterOutput(Output):
         self.operator = operator
         self.subtask = subtask
         self.records_out = 0
+        self.bytes_out = 0
 
     def emit(self, records: Any) -> None:
         partitioner = self.partitioner
@@ -225,6 +229,7 @@ class RecordWriterOutput(Output):
         if self.arrow:
             for sub, part in zip(self.subpartitions, parts, strict=True):
                 if part is not None and part.num_rows:
+                    self.bytes_out += part.nbytes
                     sub.add_batch(part)
                     if self.flush_always:
                         sub.flush()
@@ -233,6 +238,7 @@ class RecordWriterOutput(Output):
             batches = self._serialize(records)
             for sub in self.subpartitions:
                 for batch in batches:
+                    self.bytes_out += batch.nbytes
                     sub.add_batch(batch)
                 if self.flush_always:
                     sub.flush()
@@ -240,6 +246,7 @@ class RecordWriterOutput(Output):
         for sub, part in zip(self.subpartitions, parts, strict=True):
             if part:
                 for batch in self._serialize(part):
+                    self.bytes_out += batch.nbytes
                     sub.add_batch(batch)
                 if self.flush_always:
                     sub.flush()
@@ -366,7 +373,12 @@ class StreamTask:
         reader = source_op.reader
         emit = source_op.output.emit
         net = self.net
-        batch_size = self.spec.source_batch_size
+        # Adaptive step size: a step should produce about STEP_BYTES of output, so that a
+        # source whose records grow downstream (10 KB strings, fan-out flat_maps) cannot
+        # hold thousands of big records in memory while its buffers are full.
+        max_batch = self.spec.source_batch_size
+        batch_size = min(max_batch, 64)
+        writers = self.record_writers
         next_flush = self._flush_deadline()
         timeout_s = self.spec.buffer_timeout / 1000.0
         control = self.control
@@ -383,7 +395,13 @@ class StreamTask:
             n = records.num_rows if isinstance(records, pa.RecordBatch) else len(records)
             now = time.monotonic()
             if n:
+                before = sum(w.bytes_out for w in writers)
                 emit(records)
+                produced = sum(w.bytes_out for w in writers) - before
+                if produced > _STEP_BYTES:
+                    batch_size = max(1, batch_size * _STEP_BYTES // produced)
+                elif produced < _STEP_BYTES // 2 and n >= batch_size:
+                    batch_size = min(max_batch, batch_size * 2)
             else:
                 waits = [t for t in (next_flush, reader.next_wakeup()) if t is not None]
                 timeout = max(0.0, min(waits) - now) if waits else None
