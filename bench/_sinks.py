@@ -41,7 +41,14 @@ class _SummaryWriter(SinkWriter):
 
 
 class _LastValueWriter(_SummaryWriter):
-    """Keeps the latest value per key: for a rolling aggregate that is the final result."""
+    """Keeps the final value per key of a rolling aggregate whose values only grow.
+
+    Rows are folded into a dict as they come (``dict.update`` is one C call per
+    list). Arrow batches are only kept -- converting every output batch to
+    Python objects would make this sink the slowest operator of the job -- and
+    reduced once at ``finish`` with ``group_by(key).max(value)``: for a running
+    count or a sum of positive values the maximum is the last value.
+    """
 
     kind = "last"
 
@@ -50,6 +57,7 @@ class _LastValueWriter(_SummaryWriter):
         self.key = key
         self.value = value
         self.last: dict = {}
+        self.batches: list[pa.RecordBatch] = []
 
     def write(self, records: list[Any]) -> None:
         self.records += len(records)
@@ -57,10 +65,15 @@ class _LastValueWriter(_SummaryWriter):
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         self.records += batch.num_rows
-        keys = batch.column(self.key).to_pylist()
-        self.last.update(zip(keys, batch.column(self.value).to_pylist(), strict=True))
+        self.batches.append(batch.select([self.key, self.value]))
 
     def summary(self) -> dict:
+        if self.batches:
+            table = pa.Table.from_batches(self.batches)
+            final = table.group_by(self.key, use_threads=False).aggregate([(self.value, "max")])
+            keys = final.column(self.key).to_pylist()
+            self.last.update(zip(keys, final.column(1).to_pylist(), strict=True))
+            self.batches = []
         return self.last
 
 
