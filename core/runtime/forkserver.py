@@ -25,6 +25,7 @@ import ctypes
 import importlib
 import os
 import pickle
+import select
 import signal
 import socket
 import struct
@@ -100,10 +101,17 @@ def _serve(fd: int) -> None:
             importlib.import_module(name)
         except Exception:
             pass
-    send_lock = threading.Lock()
     children: set[int] = set()
+    # SIGCHLD only rings a self-pipe; reaping and reporting happen in the loop, so no
+    # message is ever written from inside a signal handler (that could interleave with,
+    # or deadlock against, a message being sent by the loop itself).
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
 
-    def reap(_signum: int, _frame: Any) -> None:
+    def reap() -> None:
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -112,27 +120,37 @@ def _serve(fd: int) -> None:
             if pid == 0:
                 return
             children.discard(pid)
-            code = os.waitstatus_to_exitcode(status)
             try:
-                with send_lock:
-                    _send(sock, ("exit", pid, code))
+                _send(sock, ("exit", pid, os.waitstatus_to_exitcode(status)))
             except OSError:
-                pass
+                return
 
-    signal.signal(signal.SIGCHLD, reap)
     while True:
+        try:
+            ready, _, _ = select.select([sock, wake_r], [], [])
+        except InterruptedError:
+            continue
+        if wake_r in ready:
+            try:
+                os.read(wake_r, 4096)
+            except BlockingIOError:
+                pass
+            reap()
+        if sock not in ready:
+            continue
         try:
             request, fds = _recv_request(sock)
         except (EOFError, ConnectionError):
             break
-        except InterruptedError:
-            continue
         token, target, args, sys_path = request
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os.close(wake_r)
+                os.close(wake_w)
                 sock.close()
                 _set_pdeathsig()
                 for entry in reversed(sys_path):
@@ -158,8 +176,7 @@ def _serve(fd: int) -> None:
         children.add(pid)
         for f in fds:
             os.close(f)
-        with send_lock:
-            _send(sock, ("spawned", token, pid))
+        _send(sock, ("spawned", token, pid))
     for pid in list(children):
         try:
             os.kill(pid, signal.SIGKILL)

@@ -351,6 +351,8 @@ class StreamTask:
             operator.setup(OperatorContext(self, node), output)
         for operator in self.operators:
             operator.open()
+        # Sinks flush on the same timer as network buffers (time-based rolling, collect).
+        self.flushables = [op for op in self.operators if callable(getattr(op, "flush", None))]
         self.control.send(("running",))
 
     # -- running ------------------------------------------------------------------
@@ -409,8 +411,13 @@ class StreamTask:
                 self.wait_io(timeout, [fd] if fd is not None else None)
                 now = time.monotonic()
             if next_flush is not None and now >= next_flush:
-                net.flush_all()
+                self._flush_timer()
                 next_flush = now + timeout_s
+
+    def _flush_timer(self) -> None:
+        self.net.flush_all()
+        for operator in self.flushables:
+            operator.flush()
 
     def _run_inputs(self) -> None:
         net = self.net
@@ -450,7 +457,7 @@ class StreamTask:
                 self._handle_control()
             now = time.monotonic()
             if next_flush is not None and now >= next_flush:
-                net.flush_all()
+                self._flush_timer()
                 next_flush = now + timeout_s
             if not progressed:
                 timeout = None if next_flush is None else max(0.0, next_flush - now)
@@ -459,9 +466,8 @@ class StreamTask:
     def _finish(self) -> None:
         for operator in self.operators:
             operator.end_input()
-        for operator in self.operators:
-            if isinstance(operator, SinkOperator) or hasattr(operator, "flush"):
-                operator.flush()
+        for operator in self.flushables:
+            operator.flush()
         for operator in self.operators:
             operator.close()
         for partition in self.net.partitions:
