@@ -11,6 +11,7 @@ subtask, the record and the user's traceback.
 from __future__ import annotations
 
 import traceback
+from itertools import chain
 from typing import Any
 
 import pyarrow as pa
@@ -78,6 +79,19 @@ def _rebuild_user_code_error(message: str) -> Exception:
     return RuntimeError(message)
 
 
+def _failed_record(records: list, it: Any) -> Any:
+    """The record a C-level loop (``list(map(fn, it))``) was at when ``fn`` raised.
+
+    A list iterator's ``__reduce__`` reports its position, which is one past the record
+    being processed, so the hot path needs no Python-level loop to name the culprit.
+    """
+    try:
+        position = it.__reduce__()[2]
+        return records[position - 1]
+    except Exception:
+        return "<unknown record>"
+
+
 class Output:
     """Where an operator sends its results (the next chained operator or the network)."""
 
@@ -137,15 +151,11 @@ class MapOperator(StreamOperator):
         self._fn = as_map_fn(self.function)
 
     def process(self, records: list, input_index: int = 0) -> None:
-        fn = self._fn
-        out: list = []
-        append = out.append
-        record = None
+        it = iter(records)
         try:
-            for record in records:
-                append(fn(record))
+            out = list(map(self._fn, it))
         except Exception as exc:
-            raise self.fail(record, exc) from exc
+            raise self.fail(_failed_record(records, it), exc) from exc
         self.output.emit(out)
 
 
@@ -161,17 +171,12 @@ class FlatMapOperator(StreamOperator):
         self._fn = as_flat_map_fn(self.function)
 
     def process(self, records: list, input_index: int = 0) -> None:
-        fn = self._fn
-        out: list = []
-        extend = out.extend
-        record = None
+        it = iter(records)
         try:
-            for record in records:
-                result = fn(record)
-                if result is not None:
-                    extend(result)
+            # filter(None, ...) drops None (and empty) results: nothing to emit for those
+            out = list(chain.from_iterable(filter(None, map(self._fn, it))))
         except Exception as exc:
-            raise self.fail(record, exc) from exc
+            raise self.fail(_failed_record(records, it), exc) from exc
         if out:
             self.output.emit(out)
 
@@ -188,16 +193,11 @@ class FilterOperator(StreamOperator):
         self._fn = as_filter_fn(self.function)
 
     def process(self, records: list, input_index: int = 0) -> None:
-        fn = self._fn
-        out: list = []
-        append = out.append
-        record = None
+        it = iter(records)
         try:
-            for record in records:
-                if fn(record):
-                    append(record)
+            out = list(filter(self._fn, it))
         except Exception as exc:
-            raise self.fail(record, exc) from exc
+            raise self.fail(_failed_record(records, it), exc) from exc
         if out:
             self.output.emit(out)
 
@@ -328,9 +328,10 @@ class ReduceOperator(StreamOperator):
             for record in records:
                 key = key_of(record)
                 current = get(key, missing)
-                value = record if current is missing else fn(current, record)
-                values[key] = value
-                append(value)
+                if current is not missing:
+                    record = fn(current, record)
+                values[key] = record
+                append(record)
         except Exception as exc:
             raise self.fail(record, exc) from exc
         self.output.emit(out)

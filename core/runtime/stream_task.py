@@ -508,7 +508,15 @@ def run_subtask(fds: list[int], spec_bytes: bytes, info: TaskInfo) -> int:
         restore_source_file([n.operator for n in spec.nodes], info.main_file)
         task = StreamTask(control, spec, info)
         task.setup(pool_fd, doorbell_fd, peer_fds)
-        task.run()
+        profile_dir = os.environ.get("FLOWRUN_PROFILE_DIR")
+        if profile_dir:  # developer aid: one cProfile dump per subtask
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.runcall(task.run)
+            profiler.dump_stats(os.path.join(profile_dir, f"task-{info.task_id}.prof"))
+        else:
+            task.run()
         control.send(("finished", task.metrics()))
         return 0
     except TaskCancelled:
