@@ -44,6 +44,11 @@ _PRELOAD = (
     "pyarrow.compute",
     "cloudpickle",
     "flowrun.core.runtime.stream_task",
+    "flowrun.core.records",
+    "flowrun.core.functions",
+    "flowrun.core.connectors",
+    "flowrun.network.partitioner",
+    "flowrun.state.key_groups",
 )
 _PR_SET_PDEATHSIG = 1
 
