@@ -93,7 +93,9 @@ def _run(args: argparse.Namespace) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:
         tb = "".join(traceback.format_exception(exc)).rstrip()
-        sys.stderr.write(f"flowrun: the job script {args.job} raised {type(exc).__name__}: {exc}\n{tb}\n")
+        sys.stderr.write(
+            f"flowrun: the job script {args.job} raised {type(exc).__name__}: {exc}\n{tb}\n"
+        )
         return 2
     if args.plan:
         if not _Context.plans:

@@ -281,7 +281,9 @@ class DataStream:
     def print(self, sink_identifier: str | None = None) -> DataStreamSink:
         from .connectors.print_sink import PrintSink
 
-        return self._sink("Sink: Print to Std. Out", ops.SinkOperator("Print", PrintSink(sink_identifier)))
+        return self._sink(
+            "Sink: Print to Std. Out", ops.SinkOperator("Print", PrintSink(sink_identifier))
+        )
 
     def sink_to(self, sink: Any) -> DataStreamSink:
         name = f"Sink: {type(sink).__name__}"
@@ -384,8 +386,7 @@ class KeyedStream(DataStream):
 
         if not isinstance(func, KeyedProcessFunction):
             raise TypeError(
-                "KeyedStream.process() expects a KeyedProcessFunction, "
-                f"got {type(func).__name__}"
+                f"KeyedStream.process() expects a KeyedProcessFunction, got {type(func).__name__}"
             )
         op = ops.KeyedProcessOperator("Keyed Process", func, self._key_selector)
         return self._keyed("Keyed Process", op, output_type)
@@ -425,7 +426,9 @@ class KeyedStream(DataStream):
 class ArrowKeyedStream(DataStream):
     """An Arrow stream partitioned by a key column; aggregates whole batches."""
 
-    def __init__(self, env: StreamExecutionEnvironment, transformation: Transformation, column: str) -> None:
+    def __init__(
+        self, env: StreamExecutionEnvironment, transformation: Transformation, column: str
+    ) -> None:
         super().__init__(env, transformation)
         self._column = column
 

@@ -157,7 +157,9 @@ class StreamExecutionEnvironment:
         self._state_backend = None
 
     @staticmethod
-    def get_execution_environment(configuration: Configuration | None = None) -> StreamExecutionEnvironment:
+    def get_execution_environment(
+        configuration: Configuration | None = None,
+    ) -> StreamExecutionEnvironment:
         return StreamExecutionEnvironment(configuration)
 
     # -- settings -----------------------------------------------------------------
@@ -229,7 +231,9 @@ class StreamExecutionEnvironment:
         """A bounded stream of the given elements (parallelism 1, as in Flink)."""
         from .connectors.collection import CollectionSource
 
-        return self._source("Source: Collection Source", CollectionSource(list(collection)), type_info)
+        return self._source(
+            "Source: Collection Source", CollectionSource(list(collection)), type_info
+        )
 
     def from_elements(self, *elements: Any) -> DataStream:
         return self.from_collection(list(elements))
@@ -251,9 +255,7 @@ class StreamExecutionEnvironment:
         source = TextFileSource(file_path, charset_name, as_arrow=as_arrow)
         from .typeinfo import Types
 
-        return self._source(
-            f"Source: {file_path}", source, None if as_arrow else Types.STRING()
-        )
+        return self._source(f"Source: {file_path}", source, None if as_arrow else Types.STRING())
 
     def socket_text_stream(
         self, hostname: str, port: int, delimiter: str = "\n", max_retry: int = 0
@@ -280,7 +282,9 @@ class StreamExecutionEnvironment:
         return self.from_source(NumberSequenceSource(start, end), None, "Sequence Source")
 
     # -- running ------------------------------------------------------------------
-    def _job_graph(self, job_name: str | None, sinks: list[Transformation] | None = None) -> JobGraph:
+    def _job_graph(
+        self, job_name: str | None, sinks: list[Transformation] | None = None
+    ) -> JobGraph:
         roots = sinks if sinks is not None else self._transformations
         graph = StreamGraph.from_transformations(
             job_name or "Flink Streaming Job", roots, self._parallelism, self._config

@@ -83,5 +83,7 @@ class DoorbellWriter:
     def fileno(self) -> int:
         return self._fd
 
-    def send(self, kind: int, target: int, buffer: int = 0, length: int = 0, value: int = 0) -> None:
+    def send(
+        self, kind: int, target: int, buffer: int = 0, length: int = 0, value: int = 0
+    ) -> None:
         os.write(self._fd, MESSAGE.pack(kind, target, buffer, length, value))

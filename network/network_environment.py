@@ -73,7 +73,9 @@ class NetworkEnvironment:
         peer_fds: dict[int, int],
         wait: Callable[[], None],
     ) -> None:
-        self.pool = NetworkBufferPool.attach(pool_fd, descriptor.num_buffers, descriptor.segment_size)
+        self.pool = NetworkBufferPool.attach(
+            pool_fd, descriptor.num_buffers, descriptor.segment_size
+        )
         self.doorbell = DoorbellReader(doorbell_fd)
         self._writers = {task: DoorbellWriter(fd) for task, fd in peer_fds.items()}
         self.stats = BackpressureStats()

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
 from flowrun.state.key_groups import (
     UnhashableKeyError,
     assign_key_groups,

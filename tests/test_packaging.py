@@ -9,7 +9,12 @@ import zipfile
 
 from flowrun_testing import REPO
 
-CODE_DIRS = {"core": "flowrun/core", "network": "flowrun/network", "state": "flowrun/state", "cli": "flowrun/cli"}
+CODE_DIRS = {
+    "core": "flowrun/core",
+    "network": "flowrun/network",
+    "state": "flowrun/state",
+    "cli": "flowrun/cli",
+}
 
 
 def test_wheel_contains_every_subpackage(tmp_path):

@@ -206,7 +206,11 @@ class ForkServer:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         proc = subprocess.Popen(
-            [sys.executable, "-c", f"from flowrun.core.runtime.forkserver import _serve; _serve({child.fileno()})"],
+            [
+                sys.executable,
+                "-c",
+                f"from flowrun.core.runtime.forkserver import _serve; _serve({child.fileno()})",
+            ],
             pass_fds=[child.fileno()],
             env=env,
             stdin=subprocess.DEVNULL,

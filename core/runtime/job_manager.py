@@ -79,7 +79,9 @@ def _chain_spec(job_graph: JobGraph, vertex_index: int) -> ChainSpec:
         nodes[position[src.id]].partitions.append(i)
         out_edges.append(OutEdgeSpec(e.partitioner, src.output_type, src.arrow, e.target.name))
     in_edges = [
-        InEdgeSpec(e.stream_edge.source.output_type, e.stream_edge.source.arrow, e.stream_edge.input_index)
+        InEdgeSpec(
+            e.stream_edge.source.output_type, e.stream_edge.source.arrow, e.stream_edge.input_index
+        )
         for e in vertex.in_edges
     ]
     timeouts = [n.buffer_timeout for n in vertex.nodes if n.buffer_timeout not in (None, -2)]
@@ -144,7 +146,9 @@ class JobManager:
     def run(self) -> JobOutcome:
         conf = self.config
         cleanup_stale_segments()
-        workdir = tempfile.mkdtemp(prefix=f"flowrun-{self.job_id[:8]}-", dir=conf.get(cfg.WORKING_DIR))
+        workdir = tempfile.mkdtemp(
+            prefix=f"flowrun-{self.job_id[:8]}-", dir=conf.get(cfg.WORKING_DIR)
+        )
         pool: NetworkBufferPool | None = None
         start = time.monotonic()
         self.status = "RUNNING"

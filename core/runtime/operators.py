@@ -11,9 +11,10 @@ subtask, the record and the user's traceback.
 from __future__ import annotations
 
 import traceback
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 __all__ = [
@@ -396,8 +397,10 @@ class AggregationOperator(StreamOperator):
         self.values: dict = {}
 
     def _field(self, record: Any) -> Any:
-        if isinstance(record, (tuple, list, dict)) or hasattr(record, "__getitem__") and not isinstance(
-            record, (str, bytes)
+        if (
+            isinstance(record, (tuple, list, dict))
+            or hasattr(record, "__getitem__")
+            and not isinstance(record, (str, bytes))
         ):
             return record[self.position]
         if self.position not in (0, "0"):
@@ -422,10 +425,14 @@ class AggregationOperator(StreamOperator):
                     value = _replace_field(current, self.position, self._field(current) + field)
                 elif kind == "min":
                     best = self._field(current)
-                    value = current if best <= field else _replace_field(current, self.position, field)
+                    value = (
+                        current if best <= field else _replace_field(current, self.position, field)
+                    )
                 elif kind == "max":
                     best = self._field(current)
-                    value = current if best >= field else _replace_field(current, self.position, field)
+                    value = (
+                        current if best >= field else _replace_field(current, self.position, field)
+                    )
                 elif kind == "min_by":
                     value = record if field < self._field(current) else current
                 else:  # max_by
@@ -465,6 +472,10 @@ class MapBatchesOperator(StreamOperator):
             self.output.emit(result)
 
 
+def _numpy_type(array: pa.Array) -> Any:
+    return np.float64 if pa.types.is_floating(array.type) else np.int64
+
+
 def _batch_summary(batch: pa.RecordBatch) -> str:
     head = batch.slice(0, 3).to_pylist()
     return f"batch of {batch.num_rows} rows {batch.schema.names}, first rows {head}"
@@ -494,27 +505,25 @@ class ArrowKeyedAggregateOperator(StreamOperator):
         try:
             table = pa.Table.from_batches([batch])
             if self.kind == "count":
-                grouped = table.group_by(self.key_column, use_threads=False).aggregate(
-                    [([], "count_all")]
-                )
-                partial = grouped.column("count_all").to_pylist()
+                aggregation, result = [([], "count_all")], "count_all"
             else:
-                grouped = table.group_by(self.key_column, use_threads=False).aggregate(
-                    [(self.column, "sum")]
-                )
-                partial = grouped.column(f"{self.column}_sum").to_pylist()
-            keys = grouped.column(self.key_column)
+                aggregation, result = [(self.column, "sum")], f"{self.column}_sum"
+            grouped = table.group_by(self.key_column, use_threads=False).aggregate(aggregation)
+            partial = grouped.column(result).combine_chunks()
+            keys = grouped.column(self.key_column).combine_chunks()
         except Exception as exc:
             raise self.fail(_batch_summary(batch), exc) from exc
+        # Fold the partial aggregates into the running totals with C-level loops only:
+        # dict lookups through map(), the additions in numpy, the write-back through update().
+        key_list = keys.to_pylist()
         totals = self.totals
-        get = totals.get
-        new = []
-        for key, value in zip(keys.to_pylist(), partial, strict=True):
-            total = get(key, 0) + value
-            totals[key] = total
-            new.append(total)
+        previous = np.fromiter(
+            map(totals.get, key_list, repeat(0)), dtype=_numpy_type(partial), count=len(key_list)
+        )
+        new = previous + partial.to_numpy(zero_copy_only=False)
+        totals.update(zip(key_list, new.tolist(), strict=True))
         out = pa.RecordBatch.from_arrays(
-            [keys.combine_chunks(), pa.array(new)], names=[self.key_column, self.out_name]
+            [keys, pa.array(new)], names=[self.key_column, self.out_name]
         )
         self.output.emit(out)
 
@@ -542,7 +551,9 @@ class SinkOperator(StreamOperator):
             else:
                 self.writer.write(records)
         except Exception as exc:
-            summary = _batch_summary(records) if isinstance(records, pa.RecordBatch) else records[:3]
+            summary = (
+                _batch_summary(records) if isinstance(records, pa.RecordBatch) else records[:3]
+            )
             raise self.fail(summary, exc) from exc
 
     def flush(self) -> None:

@@ -27,8 +27,8 @@ import pyarrow as pa
 from flowrun.network.frames import EventKind, FrameKind
 from flowrun.network.network_environment import NetworkDescriptor, NetworkEnvironment
 
-from .user_code import restore_source_file
 from .operators import Output, SinkOperator, SourceOperator, StreamOperator, UserCodeError
+from .user_code import restore_source_file
 
 __all__ = ["ChainNodeSpec", "ChainSpec", "TaskInfo", "run_subtask", "TaskCancelled"]
 

@@ -26,7 +26,7 @@ def test_readme_main_example_counts_words_exactly():
     """The README's first command: the word-count example at parallelism 2."""
     code, out, err = run_flowrun(["run", "examples/word_count.py", "-p", "2"], cwd=REPO)
     assert code == 0, err
-    updates = [l for l in out.splitlines() if re.match(r"^[12]> \(", l)]
+    updates = [line for line in out.splitlines() if re.match(r"^[12]> \(", line)]
     assert updates, out[:500]
     # Each subtask prints its prefix (parallelism 2); the last update per word is its count.
     final: dict[str, int] = {}
@@ -98,7 +98,10 @@ def test_config_lists_keys_with_defaults():
         (["run", "/nonexistent/job.py"], "job file /nonexistent/job.py does not exist"),
         (["run", "JOB", "-p", "0"], "-p must be a positive integer, got 0"),
         (["run", "JOB", "-D", "execution.bufer-timeout=5"], "unknown configuration key"),
-        (["run", "JOB", "-D", "execution.buffer-timeout=soon"], "invalid value for execution.buffer-timeout"),
+        (
+            ["run", "JOB", "-D", "execution.buffer-timeout=soon"],
+            "invalid value for execution.buffer-timeout",
+        ),
         (["run", "JOB", "-D", "nonsense"], "-D expects key=value"),
     ],
 )

@@ -195,7 +195,8 @@ def test_process_and_keyed_process():
 
 
 @pytest.mark.parametrize(
-    "method,copies", [("rebalance", 1), ("rescale", 1), ("shuffle", 1), ("broadcast", 3), ("global_", 1)]
+    "method,copies",
+    [("rebalance", 1), ("rescale", 1), ("shuffle", 1), ("broadcast", 3), ("global_", 1)],
 )
 def test_partitioners_deliver_every_record(method, copies):
     env = env_with(3)
@@ -258,7 +259,10 @@ def test_empty_input_and_single_record(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     assert list(env.read_text_file(str(tmp_path / "empty.txt")).execute_and_collect()) == []
     assert list(
-        env.from_collection([42]).key_by(lambda x: x).reduce(lambda a, b: a + b).execute_and_collect()
+        env.from_collection([42])
+        .key_by(lambda x: x)
+        .reduce(lambda a, b: a + b)
+        .execute_and_collect()
     ) == [42]
 
 
@@ -280,6 +284,8 @@ def test_many_small_batches_with_buffer_timeout_zero():
 def test_execute_and_collect_with_limit_stops_an_unbounded_job():
     env = env_with(2)
     source = DataGeneratorSource(lambda i: i, None)
-    out = env.from_source(source, None, "endless").map(lambda x: x * 2).execute_and_collect(limit=500)
+    out = (
+        env.from_source(source, None, "endless").map(lambda x: x * 2).execute_and_collect(limit=500)
+    )
     assert len(out) == 500
     assert all(v % 2 == 0 for v in out)

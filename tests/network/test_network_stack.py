@@ -24,11 +24,13 @@ from flowrun.network.network_environment import (
 
 def test_ipc_stream_size_is_exact():
     for n in (0, 1, 17, 10_000):
-        batch = pa.record_batch([pa.array(range(n)), pa.array([str(i) for i in range(n)])], names=["a", "b"])
+        batch = pa.record_batch(
+            [pa.array(range(n)), pa.array([str(i) for i in range(n)])], names=["a", "b"]
+        )
         mem = memoryview(bytearray(ipc_stream_size(batch) + 64))
         builder = BufferBuilder(mem)
         assert builder.write_batch(batch)
-        (kind, _flags, _event, payload), = list(iter_frames(mem, builder.offset))
+        ((kind, _flags, _event, payload),) = list(iter_frames(mem, builder.offset))
         assert kind == FrameKind.BATCH
         assert len(payload) == ipc_stream_size(batch)
 

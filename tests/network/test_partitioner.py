@@ -6,10 +6,11 @@ import pickle
 import random
 from collections import Counter
 
-import flowrun.network.partitioner as partitioner_module
 import numpy as np
 import pyarrow as pa
 import pytest
+
+import flowrun.network.partitioner as partitioner_module
 from flowrun.network.partitioner import (
     ArrowKeyGroupPartitioner,
     BroadcastPartitioner,

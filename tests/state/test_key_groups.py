@@ -12,11 +12,12 @@ import struct
 import subprocess
 import sys
 
-import flowrun.state.key_groups as kg
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+
+import flowrun.state.key_groups as kg
 from flowrun.state.key_groups import (
     KeyGroupRange,
     UnhashableKeyError,
