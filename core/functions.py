@@ -95,16 +95,18 @@ class KeyedStateStore(ABC):
 
 
 _NO_KEYED_STATE = (
-    "keyed state is not available in this runtime context yet: it arrives with the state "
-    "backend work (flowrun.state). {method}({descriptor!r}) was called"
+    "{method}({descriptor!r}) in '{task}': keyed state exists only in functions applied to a "
+    "keyed stream; call key_by() before this operator (operator state is available through "
+    "CheckpointedFunction.initialize_state)"
 )
 
 
 class RuntimeContext(KeyedStateStore):
     """What a function instance can learn about where it runs; passed to ``open``.
 
-    The engine creates one per subtask. Keyed-state getters raise here; the state backend
-    provides a subclass that implements them.
+    The engine creates one per operator and subtask. On a keyed stream it carries the
+    operator's keyed state backend and the state getters return state scoped to the current
+    key; elsewhere they raise an error that says keyed state needs ``key_by()``.
 
     Example::
 
@@ -121,7 +123,9 @@ class RuntimeContext(KeyedStateStore):
         max_number_of_parallel_subtasks: int,
         attempt_number: int = 0,
         job_parameters: dict[str, str] | None = None,
+        keyed_state_store: Any = None,
     ) -> None:
+        self._keyed_state_store = keyed_state_store
         if not 0 <= index_of_this_subtask < number_of_parallel_subtasks:
             raise ValueError(
                 f"subtask index {index_of_this_subtask} outside parallelism "
@@ -163,23 +167,29 @@ class RuntimeContext(KeyedStateStore):
         """The metric group of this subtask (None until the metrics work lands)."""
         return None
 
-    def _no_keyed_state(self, method: str, descriptor: Any) -> RuntimeError:
-        return RuntimeError(_NO_KEYED_STATE.format(method=method, descriptor=descriptor))
+    def _store(self, method: str, descriptor: Any) -> Any:
+        if self._keyed_state_store is None:
+            raise RuntimeError(
+                _NO_KEYED_STATE.format(method=method, descriptor=descriptor, task=self._task_name)
+            )
+        return self._keyed_state_store
 
     def get_state(self, state_descriptor: Any) -> Any:
-        raise self._no_keyed_state("get_state", state_descriptor)
+        return self._store("get_state", state_descriptor).get_state(state_descriptor)
 
     def get_list_state(self, state_descriptor: Any) -> Any:
-        raise self._no_keyed_state("get_list_state", state_descriptor)
+        return self._store("get_list_state", state_descriptor).get_list_state(state_descriptor)
 
     def get_map_state(self, state_descriptor: Any) -> Any:
-        raise self._no_keyed_state("get_map_state", state_descriptor)
+        return self._store("get_map_state", state_descriptor).get_map_state(state_descriptor)
 
     def get_reducing_state(self, state_descriptor: Any) -> Any:
-        raise self._no_keyed_state("get_reducing_state", state_descriptor)
+        store = self._store("get_reducing_state", state_descriptor)
+        return store.get_reducing_state(state_descriptor)
 
     def get_aggregating_state(self, state_descriptor: Any) -> Any:
-        raise self._no_keyed_state("get_aggregating_state", state_descriptor)
+        store = self._store("get_aggregating_state", state_descriptor)
+        return store.get_aggregating_state(state_descriptor)
 
     def __repr__(self) -> str:
         return f"RuntimeContext({self.get_task_name_with_subtasks()!r})"

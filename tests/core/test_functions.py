@@ -115,10 +115,24 @@ def test_runtime_context() -> None:
     "method",
     ["get_state", "get_list_state", "get_map_state", "get_reducing_state", "get_aggregating_state"],
 )
-def test_keyed_state_is_not_available_yet(method: str) -> None:
+def test_keyed_state_outside_a_keyed_stream_says_key_by(method: str) -> None:
     ctx = RuntimeContext("t", 0, 1, 128)
-    with pytest.raises(RuntimeError, match="state backend"):
+    with pytest.raises(RuntimeError, match=r"call key_by\(\) before this operator"):
         getattr(ctx, method)("descriptor")
+
+
+class _Store:
+    def __getattr__(self, name):
+        return lambda descriptor: (name, descriptor)
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["get_state", "get_list_state", "get_map_state", "get_reducing_state", "get_aggregating_state"],
+)
+def test_keyed_state_delegates_to_the_store(method: str) -> None:
+    ctx = RuntimeContext("t", 0, 1, 128, keyed_state_store=_Store())
+    assert getattr(ctx, method)("d") == (method, "d")
 
 
 def test_time_domain() -> None:
