@@ -179,6 +179,15 @@ SOURCE_BATCH_SIZE = _option(
     _positive,
 )
 
+# --- state -------------------------------------------------------------------
+STATE_BACKEND = _option(
+    "state.backend",
+    "lmdb",
+    lambda v: v.strip().lower(),
+    "Where keyed state lives: lmdb (embedded, on disk, larger than memory) or hashmap (heap).",
+    lambda v: None if v in ("lmdb", "hashmap") else f"must be lmdb or hashmap, got {v!r}",
+)
+
 # --- network stack -----------------------------------------------------------
 SEGMENT_SIZE = _option(
     "taskmanager.memory.segment-size",

@@ -31,12 +31,21 @@ from .graph.transformations import (
     Transformation,
     UnionTransformation,
 )
+from .runtime import keyed_operators as kops
 from .runtime import operators as ops
 
 if TYPE_CHECKING:  # pragma: no cover
     from .environment import StreamExecutionEnvironment
 
-__all__ = ["DataStream", "KeyedStream", "DataStreamSink", "ArrowKeyedStream"]
+__all__ = [
+    "DataStream",
+    "KeyedStream",
+    "DataStreamSink",
+    "ArrowKeyedStream",
+    "ConnectedStreams",
+    "BroadcastStream",
+    "BroadcastConnectedStream",
+]
 
 
 def _check_parallelism(parallelism: int) -> int:
@@ -247,10 +256,31 @@ class DataStream:
 
         return self._partition(ShufflePartitioner())
 
-    def broadcast(self) -> DataStream:
+    def broadcast(self, *broadcast_state_descriptors: Any) -> DataStream | BroadcastStream:
+        """Every element to every subtask; with MapStateDescriptors, a BroadcastStream."""
         from flowrun.network.partitioner import BroadcastPartitioner
 
-        return self._partition(BroadcastPartitioner())
+        stream = self._partition(BroadcastPartitioner())
+        if not broadcast_state_descriptors:
+            return stream
+        from flowrun.state.descriptors import MapStateDescriptor
+
+        for d in broadcast_state_descriptors:
+            if not isinstance(d, MapStateDescriptor):
+                raise TypeError(f"broadcast() takes MapStateDescriptors, got {type(d).__name__}")
+        return BroadcastStream(stream, list(broadcast_state_descriptors))
+
+    def connect(
+        self, ds: DataStream | BroadcastStream
+    ) -> ConnectedStreams | BroadcastConnectedStream:
+        """Two inputs of possibly different types into one operator."""
+        if isinstance(ds, BroadcastStream):
+            return BroadcastConnectedStream(self, ds)
+        if not isinstance(ds, DataStream):
+            raise TypeError(
+                f"connect() takes a DataStream or BroadcastStream, got {type(ds).__name__}"
+            )
+        return ConnectedStreams(self, ds)
 
     def global_(self) -> DataStream:
         from flowrun.network.partitioner import GlobalPartitioner
@@ -366,19 +396,31 @@ class KeyedStream(DataStream):
     partition_custom = _no_partitioning  # type: ignore[assignment]
 
     def map(self, func: Any, output_type: Any = None) -> DataStream:
-        return self._keyed("Map", ops.MapOperator("Map", func), output_type)
+        from .functions import as_map_fn
+
+        as_map_fn(func)
+        op = kops.KeyedMapOperator("Map", func, [self._key_selector])
+        return self._keyed("Map", op, output_type)
 
     def flat_map(self, func: Any, output_type: Any = None) -> DataStream:
-        return self._keyed("Flat Map", ops.FlatMapOperator("Flat Map", func), output_type)
+        from .functions import as_flat_map_fn
+
+        as_flat_map_fn(func)
+        op = kops.KeyedFlatMapOperator("Flat Map", func, [self._key_selector])
+        return self._keyed("Flat Map", op, output_type)
 
     def filter(self, func: Any) -> DataStream:
-        return self._keyed("Filter", ops.FilterOperator("Filter", func), self._t.output_type)
+        from .functions import as_filter_fn
+
+        as_filter_fn(func)
+        op = kops.KeyedFilterOperator("Filter", func, [self._key_selector])
+        return self._keyed("Filter", op, self._t.output_type)
 
     def reduce(self, func: Any) -> DataStream:
         from .functions import as_reduce_fn
 
         as_reduce_fn(func)
-        op = ops.ReduceOperator("Keyed Reduce", func, self._key_selector)
+        op = kops.ReduceOperator("Keyed Reduce", func, self._key_selector, self._t.output_type)
         return self._keyed("Keyed Reduce", op, self._t.output_type)
 
     def process(self, func: Any, output_type: Any = None) -> DataStream:
@@ -388,14 +430,14 @@ class KeyedStream(DataStream):
             raise TypeError(
                 f"KeyedStream.process() expects a KeyedProcessFunction, got {type(func).__name__}"
             )
-        op = ops.KeyedProcessOperator("Keyed Process", func, self._key_selector)
+        op = kops.KeyedProcessOperator("Keyed Process", func, [self._key_selector])
         return self._keyed("Keyed Process", op, output_type)
 
     def _aggregate(self, kind: str, position: int | str) -> DataStream:
         if not isinstance(position, (int, str)) or isinstance(position, bool):
             raise TypeError(f"{kind}() takes a field position (int) or name (str)")
         name = f"Keyed Aggregation ({kind})"
-        op = ops.AggregationOperator(name, kind, position, self._key_selector)
+        op = kops.AggregationOperator(name, kind, position, self._key_selector, self._t.output_type)
         return self._keyed(name, op, self._t.output_type)
 
     def sum(self, position_to_sum: int | str = 0) -> DataStream:
@@ -432,14 +474,149 @@ class ArrowKeyedStream(DataStream):
         super().__init__(env, transformation)
         self._column = column
 
+    def _two_phase(self, name: str, column: str | None, out_name: str) -> DataStream:
+        """Local pre-aggregation chained to the producer, then the shuffle, then the totals."""
+        from flowrun.network.partitioner import ArrowKeyGroupPartitioner
+
+        upstream = self._t.inputs[0]
+        local = OperatorTransformation(
+            name=f"Local {name}",
+            inputs=[upstream],
+            factory=ops.ArrowLocalAggregateOperator(
+                f"Local {name}", self._column, column, out_name
+            ),
+            arrow=True,
+            parallelism_from_input=True,
+        )
+        self._env._transformations.append(local)
+        key = self._column
+        shuffle = PartitionTransformation(
+            name="Hash",
+            inputs=[local],
+            partitioner=lambda max_p: ArrowKeyGroupPartitioner(key, max_p),
+            arrow=True,
+        )
+        op = ops.ArrowKeyedAggregateOperator(name, self._column, out_name)
+        return DataStream(self._env, self._op(name, op, arrow=True, keyed=True, inputs=[shuffle]))
+
     def sum(self, column: str) -> DataStream:
         """Running per-key sum of ``column``: one output row per key touched by a batch."""
-        name = f"Keyed Arrow Sum ({column})"
-        op = ops.ArrowKeyedAggregateOperator(name, self._column, "sum", column)
-        return DataStream(self._env, self._op(name, op, arrow=True, keyed=True))
+        return self._two_phase(f"Keyed Arrow Sum ({column})", column, column)
 
     def count(self) -> DataStream:
         """Running per-key count: one output row ``(key, count)`` per key touched by a batch."""
-        name = "Keyed Arrow Count"
-        op = ops.ArrowKeyedAggregateOperator(name, self._column, "count", None)
-        return DataStream(self._env, self._op(name, op, arrow=True, keyed=True))
+        return self._two_phase("Keyed Arrow Count", None, "count")
+
+
+class ConnectedStreams:
+    """Two streams feeding one operator (``map1``/``map2``, ``process_element1/2``)."""
+
+    def __init__(self, stream1: DataStream, stream2: DataStream) -> None:
+        self.stream1 = stream1
+        self.stream2 = stream2
+
+    def _keyed(self) -> bool:
+        return isinstance(self.stream1, KeyedStream) and isinstance(self.stream2, KeyedStream)
+
+    def key_by(
+        self, key_selector1: Any, key_selector2: Any, key_type: Any = None
+    ) -> ConnectedStreams:
+        return ConnectedStreams(
+            self.stream1.key_by(key_selector1, key_type),
+            self.stream2.key_by(key_selector2, key_type),
+        )
+
+    def _two_input(
+        self, name: str, operator: Any, output_type: Any, keyed: bool = False
+    ) -> DataStream:
+        t = self.stream1._op(
+            name,
+            operator,
+            output_type,
+            keyed=keyed,
+            inputs=[self.stream1._t, self.stream2._t],
+        )
+        return DataStream(self.stream1._env, t)
+
+    def map(self, func: Any, output_type: Any = None) -> DataStream:
+        from .functions import CoMapFunction
+
+        if not isinstance(func, CoMapFunction):
+            raise TypeError(
+                f"ConnectedStreams.map() expects a CoMapFunction, got {type(func).__name__}"
+            )
+        return self._two_input("Co-Map", ops.CoMapOperator("Co-Map", func), output_type)
+
+    def flat_map(self, func: Any, output_type: Any = None) -> DataStream:
+        from .functions import CoFlatMapFunction
+
+        if not isinstance(func, CoFlatMapFunction):
+            raise TypeError(
+                f"ConnectedStreams.flat_map() expects a CoFlatMapFunction, got {type(func).__name__}"
+            )
+        return self._two_input(
+            "Co-Flat Map", ops.CoFlatMapOperator("Co-Flat Map", func), output_type
+        )
+
+    def process(self, func: Any, output_type: Any = None) -> DataStream:
+        from .functions import CoProcessFunction, KeyedCoProcessFunction
+
+        if self._keyed():
+            if not isinstance(func, KeyedCoProcessFunction):
+                raise TypeError(
+                    "process() on connected keyed streams expects a KeyedCoProcessFunction, "
+                    f"got {type(func).__name__}"
+                )
+            op = kops.KeyedCoProcessOperator(
+                "Keyed Co-Process",
+                func,
+                [self.stream1._key_selector, self.stream2._key_selector],
+            )
+            return self._two_input("Keyed Co-Process", op, output_type, keyed=True)
+        if not isinstance(func, CoProcessFunction):
+            raise TypeError(f"process() expects a CoProcessFunction, got {type(func).__name__}")
+        return self._two_input("Co-Process", ops.CoProcessOperator("Co-Process", func), output_type)
+
+
+class BroadcastStream:
+    """A stream replicated to every subtask, with the broadcast states it may update."""
+
+    def __init__(self, input_stream: DataStream, broadcast_state_descriptors: list) -> None:
+        self.input_stream = input_stream
+        self.broadcast_state_descriptors = broadcast_state_descriptors
+
+
+class BroadcastConnectedStream:
+    """A (keyed or non-keyed) stream connected with a BroadcastStream."""
+
+    def __init__(self, non_broadcast_stream: DataStream, broadcast_stream: BroadcastStream) -> None:
+        self.non_broadcast_stream = non_broadcast_stream
+        self.broadcast_stream = broadcast_stream
+        self.broadcast_state_descriptors = broadcast_stream.broadcast_state_descriptors
+
+    def process(self, func: Any, output_type: Any = None) -> DataStream:
+        from .functions import BroadcastProcessFunction, KeyedBroadcastProcessFunction
+        from .runtime import broadcast_operators as bops
+
+        data = self.non_broadcast_stream
+        descriptors = self.broadcast_state_descriptors
+        inputs = [data._t, self.broadcast_stream.input_stream._t]
+        if isinstance(data, KeyedStream):
+            if not isinstance(func, KeyedBroadcastProcessFunction):
+                raise TypeError(
+                    "a keyed stream connected with a broadcast stream needs a "
+                    f"KeyedBroadcastProcessFunction, got {type(func).__name__}"
+                )
+            name = "Keyed Broadcast Process"
+            op = bops.KeyedBroadcastProcessOperator(name, func, data._key_selector, descriptors)
+            t = data._op(name, op, output_type, keyed=True, inputs=inputs)
+        else:
+            if not isinstance(func, BroadcastProcessFunction):
+                raise TypeError(
+                    "a non-keyed stream connected with a broadcast stream needs a "
+                    f"BroadcastProcessFunction, got {type(func).__name__}"
+                )
+            name = "Broadcast Process"
+            op = bops.BroadcastProcessOperator(name, func, descriptors)
+            t = data._op(name, op, output_type, inputs=inputs)
+        return DataStream(data._env, t)

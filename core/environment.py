@@ -208,6 +208,22 @@ class StreamExecutionEnvironment:
         """flowrun extension: the effective configuration of this environment."""
         return self._config
 
+    def set_state_backend(self, state_backend: Any) -> StreamExecutionEnvironment:
+        """Where keyed state lives: ``HashMapStateBackend()`` or ``EmbeddedLmdbStateBackend()``.
+
+        Without a call, ``state.backend`` decides (``-D state.backend=hashmap``; LMDB default).
+        """
+        if not hasattr(state_backend, "create_keyed_backend"):
+            raise TypeError(
+                f"set_state_backend() expects a state backend such as HashMapStateBackend() or "
+                f"EmbeddedLmdbStateBackend(), got {type(state_backend).__name__}"
+            )
+        self._state_backend = state_backend
+        return self
+
+    def get_state_backend(self) -> Any:
+        return self._state_backend
+
     def set_global_job_parameters(self, parameters: dict[str, str]) -> StreamExecutionEnvironment:
         self._job_parameters = dict(parameters)
         return self
@@ -304,7 +320,9 @@ class StreamExecutionEnvironment:
         if _Context.plan_only:
             _Context.plans.append(job_graph.describe())
             return JobExecutionResult("0" * 32, 0)
-        jm = JobManager(job_graph, job_parameters=self._job_parameters)
+        jm = JobManager(
+            job_graph, job_parameters=self._job_parameters, state_backend=self._state_backend
+        )
         outcome = _run_with_sigint(jm)
         result = JobExecutionResult(outcome.job_id, outcome.net_runtime_ms, outcome.metrics)
         _Context.results.append(result)
@@ -319,7 +337,12 @@ class StreamExecutionEnvironment:
         job_graph = self._job_graph(job_name, [sink])
         self._transformations = others
         records: queue.Queue = queue.Queue()
-        jm = JobManager(job_graph, on_collect=records.put, job_parameters=self._job_parameters)
+        jm = JobManager(
+            job_graph,
+            on_collect=records.put,
+            job_parameters=self._job_parameters,
+            state_backend=self._state_backend,
+        )
 
         def run() -> None:
             try:

@@ -34,6 +34,10 @@ from typing import Any
 
 __all__ = [
     "AggregateFunction",
+    "BaseBroadcastProcessFunction",
+    "BroadcastProcessFunction",
+    "CheckpointedFunction",
+    "KeyedBroadcastProcessFunction",
     "CoFlatMapFunction",
     "CoMapFunction",
     "CoProcessFunction",
@@ -408,6 +412,108 @@ class KeyedCoProcessFunction(Function):
     def on_timer(self, timestamp: int, ctx: KeyedCoProcessFunction.OnTimerContext) -> Any:
         """Called when a timer fires; may yield outputs. Optional."""
         return None
+
+
+class BaseBroadcastProcessFunction(Function):
+    """Common base of the two broadcast process functions (PyFlink 1.16)."""
+
+    class BaseContext(ABC):
+        @abstractmethod
+        def timestamp(self) -> int | None:
+            pass
+
+        @abstractmethod
+        def current_processing_time(self) -> int:
+            pass
+
+        @abstractmethod
+        def current_watermark(self) -> int:
+            pass
+
+    class Context(BaseContext):
+        """Broadcast side: read-write access to broadcast state."""
+
+        @abstractmethod
+        def get_broadcast_state(self, state_descriptor: Any) -> Any:
+            pass
+
+    class ReadOnlyContext(BaseContext):
+        """Data side: read-only access to broadcast state."""
+
+        @abstractmethod
+        def get_broadcast_state(self, state_descriptor: Any) -> Any:
+            pass
+
+
+class BroadcastProcessFunction(BaseBroadcastProcessFunction):
+    """Non-keyed stream connected with a broadcast stream.
+
+    ``process_element`` sees the broadcast state read-only; ``process_broadcast_element``
+    may change it. Every parallel instance receives every broadcast element, so the
+    broadcast state stays identical on all subtasks as long as updates are deterministic.
+    """
+
+    @abstractmethod
+    def process_element(self, value: Any, ctx: BaseBroadcastProcessFunction.ReadOnlyContext) -> Any:
+        pass
+
+    @abstractmethod
+    def process_broadcast_element(
+        self, value: Any, ctx: BaseBroadcastProcessFunction.Context
+    ) -> Any:
+        pass
+
+
+class KeyedBroadcastProcessFunction(BaseBroadcastProcessFunction):
+    """Keyed stream connected with a broadcast stream: keyed state, timers, broadcast state."""
+
+    class ReadOnlyContext(BaseBroadcastProcessFunction.ReadOnlyContext):
+        @abstractmethod
+        def timer_service(self) -> Any:
+            pass
+
+        @abstractmethod
+        def get_current_key(self) -> Any:
+            pass
+
+    class OnTimerContext(ReadOnlyContext):
+        @abstractmethod
+        def time_domain(self) -> TimeDomain:
+            pass
+
+    @abstractmethod
+    def process_element(
+        self, value: Any, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext
+    ) -> Any:
+        pass
+
+    @abstractmethod
+    def process_broadcast_element(
+        self, value: Any, ctx: BaseBroadcastProcessFunction.Context
+    ) -> Any:
+        pass
+
+    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Any:
+        return None
+
+
+class CheckpointedFunction(ABC):
+    """Operator state for any function (Flink's Java interface; PyFlink has none).
+
+    ``initialize_state(context)`` is called before ``open`` -- on a fresh start and on a
+    restore (``context.is_restored()``) -- and is where a function gets its operator state
+    from ``context.get_operator_state_store()`` (list, union list or broadcast state).
+    ``snapshot_state(context)`` is called on every checkpoint so the function can copy its
+    working variables into that state.
+    """
+
+    @abstractmethod
+    def snapshot_state(self, context: Any) -> None:
+        pass
+
+    @abstractmethod
+    def initialize_state(self, context: Any) -> None:
+        pass
 
 
 def _describe(f: Any) -> str:

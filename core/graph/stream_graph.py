@@ -59,6 +59,14 @@ class StreamEdge:
         return self.partitioner.name
 
 
+def _input_parallelism(t: Transformation, nodes: dict, default: int) -> int:
+    """Resolved parallelism of the real operator behind ``t`` (through virtual nodes)."""
+    while not isinstance(t, OperatorTransformation):
+        t = t.inputs[0]
+    node = nodes.get(t.id)
+    return node.parallelism if node is not None else (t.parallelism or default)
+
+
 class StreamGraph:
     """Operators and edges of a job, with parallelism resolved."""
 
@@ -97,6 +105,8 @@ class StreamGraph:
             if not isinstance(t, OperatorTransformation):
                 continue
             parallelism = t.parallelism or default_parallelism
+            if t.parallelism_from_input and t.inputs:
+                parallelism = _input_parallelism(t.inputs[0], nodes, default_parallelism)
             if isinstance(t, SourceTransformation):
                 limit = t.source.max_parallelism()
                 if limit is not None and t.parallelism is None:

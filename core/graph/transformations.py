@@ -48,6 +48,8 @@ class Transformation:
     buffer_timeout: int | None = None
     output_type: Any = None  #: TypeInformation or None (pickled)
     arrow: bool = False  #: the output is a stream of pyarrow.RecordBatch
+    #: take the parallelism of the (single) input, so the operator chains to it
+    parallelism_from_input: bool = False
     id: int = field(default_factory=lambda: next(_ids))
 
     @property

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
 import cloudpickle
 
@@ -68,6 +69,7 @@ def _chain_spec(job_graph: JobGraph, vertex_index: int) -> ChainSpec:
             operator_id=job_graph.operator_ids[n.id],
             output_type=n.output_type,
             arrow=n.arrow,
+            max_parallelism=n.max_parallelism,
         )
         for n in vertex.nodes
     ]
@@ -118,7 +120,11 @@ class JobManager:
         job_id: str | None = None,
         on_collect: Callable[[list], None] | None = None,
         job_parameters: dict | None = None,
+        state_backend: Any = None,
     ) -> None:
+        self.state_backend = state_backend or backend_from_config(
+            job_graph.config.get(cfg.STATE_BACKEND)
+        )
         self.job_graph = job_graph
         self.config = job_graph.config
         self.job_id = job_id or uuid.uuid4().hex
@@ -146,9 +152,11 @@ class JobManager:
     def run(self) -> JobOutcome:
         conf = self.config
         cleanup_stale_segments()
+        cleanup_stale_working_dirs(conf.get(cfg.WORKING_DIR))
         workdir = tempfile.mkdtemp(
-            prefix=f"flowrun-{self.job_id[:8]}-", dir=conf.get(cfg.WORKING_DIR)
+            prefix=f"flowrun-job-{os.getpid()}-{self.job_id[:8]}-", dir=conf.get(cfg.WORKING_DIR)
         )
+        self.workdir = workdir
         pool: NetworkBufferPool | None = None
         start = time.monotonic()
         self.status = "RUNNING"
@@ -204,6 +212,8 @@ class JobManager:
                     network=plan.network[ev.task_id],
                     job_parameters=self.job_parameters,
                     main_file=getattr(sys.modules.get("__main__"), "__file__", None),
+                    working_dir=self.workdir,
+                    state_backend=self.state_backend,
                 )
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
                 fds = [theirs.fileno(), doorbells[ev.task_id][0], pool.fd]
@@ -341,6 +351,36 @@ class JobManager:
             s.control.close()
             if s.pidfd >= 0:
                 os.close(s.pidfd)
+
+
+def backend_from_config(name: str) -> Any:
+    """The state backend named by ``state.backend`` (``lmdb`` or ``hashmap``)."""
+    from flowrun.state.backends import EmbeddedLmdbStateBackend, HashMapStateBackend
+
+    return HashMapStateBackend() if name == "hashmap" else EmbeddedLmdbStateBackend()
+
+
+def cleanup_stale_working_dirs(parent: str) -> list[str]:
+    """Remove job directories (LMDB state) of JobManagers that died without cleaning up."""
+    import psutil
+
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not name.startswith("flowrun-job-"):
+            continue
+        try:
+            pid = int(name.split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        if pid == os.getpid() or psutil.pid_exists(pid):
+            continue
+        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        removed.append(name)
+    return removed
 
 
 def _exited(pidfd: int) -> bool:

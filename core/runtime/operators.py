@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = [
     "UserCodeError",
@@ -25,14 +26,15 @@ __all__ = [
     "FlatMapOperator",
     "FilterOperator",
     "ProcessOperator",
-    "KeyedProcessOperator",
-    "ReduceOperator",
-    "AggregationOperator",
     "MapBatchesOperator",
     "ArrowKeyedAggregateOperator",
+    "ArrowLocalAggregateOperator",
     "SinkOperator",
     "CollectSinkOperator",
     "SourceOperator",
+    "CoMapOperator",
+    "CoFlatMapOperator",
+    "CoProcessOperator",
 ]
 
 
@@ -100,6 +102,24 @@ class Output:
         raise NotImplementedError
 
 
+class FunctionInitializationContext:
+    """What ``CheckpointedFunction.initialize_state`` receives."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
+
+    def is_restored(self) -> bool:
+        return bool(getattr(self._ctx, "restored", False))
+
+    def get_operator_state_store(self) -> Any:
+        return self._ctx.operator_state_store
+
+    def get_keyed_state_store(self) -> Any:
+        if self._ctx.keyed_backend is None:
+            raise RuntimeError("keyed state needs a keyed stream: call key_by() first")
+        return self._ctx.keyed_backend
+
+
 class StreamOperator:
     """Base of every runtime operator.
 
@@ -116,8 +136,15 @@ class StreamOperator:
         self.subtask = f"{ctx.index + 1}/{ctx.parallelism}"
 
     def open(self) -> None:
-        from ..functions import open_function
+        from ..functions import CheckpointedFunction, open_function
 
+        if isinstance(self.function, CheckpointedFunction):
+            try:
+                self.function.initialize_state(FunctionInitializationContext(self.ctx))
+            except Exception as exc:
+                raise UserCodeError(
+                    self.name, self.subtask, None, exc, what="initialize_state() with"
+                ) from exc
         if self.function is not None:
             try:
                 open_function(self.function, self.ctx.runtime_context)
@@ -223,7 +250,7 @@ class _ProcessContext:
 
 
 class _TimerService:
-    """Processing time is real; timers need keyed state and arrive with the state backends."""
+    """The TimerService of a non-keyed ProcessFunction: time only, no timers (as Flink)."""
 
     def current_processing_time(self) -> int:
         import time
@@ -234,8 +261,9 @@ class _TimerService:
         return -(2**63)
 
     def _unsupported(self, *_args: Any) -> None:
-        raise NotImplementedError(
-            "timers are kept in keyed state and become available with the state backends"
+        raise RuntimeError(
+            "timers are scoped to a key: they can only be used on a keyed stream "
+            "(key_by(...).process(KeyedProcessFunction))"
         )
 
     register_processing_time_timer = _unsupported
@@ -275,175 +303,6 @@ class ProcessOperator(StreamOperator):
             self.output.emit(out)
 
 
-class KeyedProcessOperator(ProcessOperator):
-    """``KeyedStream.process(KeyedProcessFunction)`` with ``ctx.get_current_key()``."""
-
-    def __init__(self, name: str, function: Any, key_selector: Any) -> None:
-        super().__init__(name, function)
-        self.key_selector = key_selector
-
-    def open(self) -> None:
-        from ..functions import as_key_selector
-
-        super().open()
-        self._key_of = as_key_selector(self.key_selector)
-
-    def process(self, records: list, input_index: int = 0) -> None:
-        fn, ctx, key_of = self._fn, self._ctx, self._key_of
-        out: list = []
-        record = None
-        try:
-            for record in records:
-                ctx._key = key_of(record)
-                _emit_results(fn(record, ctx), out)
-        except Exception as exc:
-            raise self.fail(record, exc) from exc
-        if out:
-            self.output.emit(out)
-
-
-class ReduceOperator(StreamOperator):
-    """Rolling keyed reduce: emits the new aggregate after every record (STREAMING)."""
-
-    def __init__(self, name: str, function: Any, key_selector: Any) -> None:
-        self.name = name
-        self.function = function
-        self.key_selector = key_selector
-
-    def open(self) -> None:
-        from ..functions import as_key_selector, as_reduce_fn
-
-        super().open()
-        self._fn = as_reduce_fn(self.function)
-        self._key_of = as_key_selector(self.key_selector)
-        self.values: dict = {}
-
-    def process(self, records: list, input_index: int = 0) -> None:
-        fn, key_of, values = self._fn, self._key_of, self.values
-        get = values.get
-        out: list = []
-        append = out.append
-        record = None
-        missing = _MISSING
-        try:
-            for record in records:
-                key = key_of(record)
-                current = get(key, missing)
-                if current is not missing:
-                    record = fn(current, record)
-                values[key] = record
-                append(record)
-        except Exception as exc:
-            raise self.fail(record, exc) from exc
-        self.output.emit(out)
-
-
-_MISSING = object()
-
-
-def _field_getter(position: int | str):
-    if isinstance(position, int):
-        return lambda r: r[position]
-    return lambda r: r[position]
-
-
-def _replace_field(record: Any, position: int | str, value: Any) -> Any:
-    """A copy of ``record`` with one field replaced (tuples, Rows, lists, scalars)."""
-    from ..row import Row
-
-    if isinstance(record, Row):
-        copy = Row(*record)
-        names = record._fields if hasattr(record, "_fields") else None
-        if names:
-            copy.set_field_names(list(names))
-        copy.set_row_kind(record.get_row_kind())
-        copy[position] = value
-        return copy
-    if isinstance(record, tuple):
-        index = position
-        items = list(record)
-        items[index] = value
-        return type(record)(items) if type(record) is not tuple else tuple(items)
-    if isinstance(record, list):
-        items = list(record)
-        items[position] = value
-        return items
-    if isinstance(record, dict):
-        copy = dict(record)
-        copy[position] = value
-        return copy
-    return value
-
-
-class AggregationOperator(StreamOperator):
-    """``KeyedStream.sum/min/max/min_by/max_by`` with PyFlink's semantics.
-
-    sum/min/max keep the other fields of the first record of the key; min_by /
-    max_by emit the whole record holding the extreme value, the earlier one on
-    ties.
-    """
-
-    def __init__(self, name: str, kind: str, position: int | str, key_selector: Any) -> None:
-        self.name = name
-        self.kind = kind
-        self.position = position
-        self.key_selector = key_selector
-
-    def open(self) -> None:
-        from ..functions import as_key_selector
-
-        super().open()
-        self._key_of = as_key_selector(self.key_selector)
-        self.values: dict = {}
-
-    def _field(self, record: Any) -> Any:
-        if (
-            isinstance(record, (tuple, list, dict))
-            or hasattr(record, "__getitem__")
-            and not isinstance(record, (str, bytes))
-        ):
-            return record[self.position]
-        if self.position not in (0, "0"):
-            raise TypeError(
-                f"position {self.position!r} is not valid for a scalar record of type "
-                f"{type(record).__name__}; use 0"
-            )
-        return record
-
-    def process(self, records: list, input_index: int = 0) -> None:
-        key_of, values, kind = self._key_of, self.values, self.kind
-        out: list = []
-        record = None
-        try:
-            for record in records:
-                key = key_of(record)
-                field = self._field(record)
-                current = values.get(key, _MISSING)
-                if current is _MISSING:
-                    value = record
-                elif kind == "sum":
-                    value = _replace_field(current, self.position, self._field(current) + field)
-                elif kind == "min":
-                    best = self._field(current)
-                    value = (
-                        current if best <= field else _replace_field(current, self.position, field)
-                    )
-                elif kind == "max":
-                    best = self._field(current)
-                    value = (
-                        current if best >= field else _replace_field(current, self.position, field)
-                    )
-                elif kind == "min_by":
-                    value = record if field < self._field(current) else current
-                else:  # max_by
-                    value = record if field > self._field(current) else current
-                values[key] = value
-                out.append(value)
-        except Exception as exc:
-            raise self.fail(record, exc) from exc
-        self.output.emit(out)
-
-
 class MapBatchesOperator(StreamOperator):
     """Arrow fast path: ``fn(pyarrow.RecordBatch) -> pyarrow.RecordBatch``."""
 
@@ -481,40 +340,72 @@ def _batch_summary(batch: pa.RecordBatch) -> str:
     return f"batch of {batch.num_rows} rows {batch.schema.names}, first rows {head}"
 
 
-class ArrowKeyedAggregateOperator(StreamOperator):
-    """Keyed ``sum(col)`` / ``count()`` over Arrow batches with Arrow kernels.
+def _partial_aggregate(batch: pa.RecordBatch, key_column: str, column: str | None):
+    """(distinct keys, per-key partial) of one batch: value_counts for a count, else group_by."""
+    if column is None:
+        counts = pc.value_counts(batch.column(key_column))
+        return counts.field("values"), counts.field("counts")
+    table = pa.Table.from_batches([batch])
+    grouped = table.group_by(key_column, use_threads=False).aggregate([(column, "sum")])
+    return (
+        grouped.column(key_column).combine_chunks(),
+        grouped.column(f"{column}_sum").combine_chunks(),
+    )
 
-    For every input batch the operator aggregates the batch with one
-    ``group_by``, folds the per-key partial results into its running totals and
-    emits one row per key touched by the batch with the key's new total -- the
-    batch-at-a-time counterpart of Flink's rolling aggregation.
+
+class ArrowLocalAggregateOperator(StreamOperator):
+    """First phase of a keyed Arrow ``count()``/``sum(col)``, before the shuffle.
+
+    Chained to the producer, it folds each batch to one row per distinct key with its
+    partial count or sum (Flink's local-global aggregation). The shuffle then carries
+    distinct keys instead of every row: on Zipf-distributed words that is several times
+    fewer rows to hash, serialise and merge downstream, and the result is the same.
     """
 
-    def __init__(self, name: str, key_column: str, kind: str, column: str | None) -> None:
+    def __init__(self, name: str, key_column: str, column: str | None, out_name: str) -> None:
         self.name = name
         self.key_column = key_column
-        self.kind = kind
         self.column = column
+        self.out_name = out_name
+
+    def process(self, batch: pa.RecordBatch, input_index: int = 0) -> None:
+        if not batch.num_rows:
+            return
+        try:
+            keys, partial = _partial_aggregate(batch, self.key_column, self.column)
+        except Exception as exc:
+            raise self.fail(_batch_summary(batch), exc) from exc
+        self.output.emit(
+            pa.RecordBatch.from_arrays([keys, partial], names=[self.key_column, self.out_name])
+        )
+
+
+class ArrowKeyedAggregateOperator(StreamOperator):
+    """Second phase of a keyed Arrow ``count()``/``sum(col)``: the running totals.
+
+    Its input holds partial aggregates from :class:`ArrowLocalAggregateOperator`, whose
+    keys are distinct within every batch (a partitioner only splits batches), which is
+    what lets one vectorised fold per batch be exact. It folds them into its running totals with
+    C-level loops only and emits one row per key touched by the batch with the key's new
+    total -- the batch-at-a-time counterpart of Flink's rolling aggregation.
+    """
+
+    def __init__(self, name: str, key_column: str, out_name: str) -> None:
+        self.name = name
+        self.key_column = key_column
+        self.out_name = out_name
 
     def open(self) -> None:
         super().open()
         self.totals: dict = {}
-        self.out_name = "count" if self.kind == "count" else self.column
 
     def process(self, batch: pa.RecordBatch, input_index: int = 0) -> None:
         try:
-            table = pa.Table.from_batches([batch])
-            if self.kind == "count":
-                aggregation, result = [([], "count_all")], "count_all"
-            else:
-                aggregation, result = [(self.column, "sum")], f"{self.column}_sum"
-            grouped = table.group_by(self.key_column, use_threads=False).aggregate(aggregation)
-            partial = grouped.column(result).combine_chunks()
-            keys = grouped.column(self.key_column).combine_chunks()
+            keys = batch.column(self.key_column)
+            partial = batch.column(self.out_name)
         except Exception as exc:
             raise self.fail(_batch_summary(batch), exc) from exc
-        # Fold the partial aggregates into the running totals with C-level loops only:
-        # dict lookups through map(), the additions in numpy, the write-back through update().
+        # dict lookups through map(), additions in numpy, write-back through update()
         key_list = keys.to_pylist()
         totals = self.totals
         previous = np.fromiter(
@@ -627,3 +518,81 @@ class MapBatchesToRowsOperator(StreamOperator):
         rows = batch.to_pylist()
         if rows:
             self.output.emit(rows)
+
+
+class _CoContext:
+    """``CoProcessFunction.Context``: time only (no timers without keys, as in Flink)."""
+
+    __slots__ = ()
+
+    def timer_service(self) -> Any:
+        return _TimerService()
+
+    def timestamp(self) -> int | None:
+        return None
+
+
+class CoMapOperator(StreamOperator):
+    """``ConnectedStreams.map(CoMapFunction)``: map1/map2; a None result is dropped."""
+
+    def __init__(self, name: str, function: Any) -> None:
+        self.name = name
+        self.function = function
+
+    def open(self) -> None:
+        super().open()
+        self._fns = [self.function.map1, self.function.map2]
+
+    def process(self, records: list, input_index: int = 0) -> None:
+        it = iter(records)
+        try:
+            out = [r for r in map(self._fns[input_index], it) if r is not None]
+        except Exception as exc:
+            raise self.fail(_failed_record(records, it), exc) from exc
+        if out:
+            self.output.emit(out)
+
+
+class CoFlatMapOperator(StreamOperator):
+    """``ConnectedStreams.flat_map(CoFlatMapFunction)``."""
+
+    def __init__(self, name: str, function: Any) -> None:
+        self.name = name
+        self.function = function
+
+    def open(self) -> None:
+        super().open()
+        self._fns = [self.function.flat_map1, self.function.flat_map2]
+
+    def process(self, records: list, input_index: int = 0) -> None:
+        it = iter(records)
+        try:
+            out = list(chain.from_iterable(filter(None, map(self._fns[input_index], it))))
+        except Exception as exc:
+            raise self.fail(_failed_record(records, it), exc) from exc
+        if out:
+            self.output.emit(out)
+
+
+class CoProcessOperator(StreamOperator):
+    """``ConnectedStreams.process(CoProcessFunction)``."""
+
+    def __init__(self, name: str, function: Any) -> None:
+        self.name = name
+        self.function = function
+
+    def open(self) -> None:
+        super().open()
+        self._fns = [self.function.process_element1, self.function.process_element2]
+        self._ctx = _CoContext()
+
+    def process(self, records: list, input_index: int = 0) -> None:
+        fn, ctx, out = self._fns[input_index], self._ctx, []
+        record = None
+        try:
+            for record in records:
+                _emit_results(fn(record, ctx), out)
+        except Exception as exc:
+            raise self.fail(record, exc) from exc
+        if out:
+            self.output.emit(out)

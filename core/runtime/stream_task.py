@@ -47,6 +47,7 @@ class ChainNodeSpec:
     operator_id: str
     output_type: Any
     arrow: bool
+    max_parallelism: int = 128
     children: list[int] = field(default_factory=list)  #: chained successors (node indices)
     partitions: list[int] = field(default_factory=list)  #: network outputs (partition indices)
 
@@ -89,6 +90,8 @@ class TaskInfo:
     network: NetworkDescriptor
     job_parameters: dict
     main_file: str | None = None  #: the job script, to restore user tracebacks
+    working_dir: str | None = None  #: the job's private directory (LMDB environments)
+    state_backend: Any = None  #: a StateBackend object (env.set_state_backend / state.backend)
 
 
 class OperatorContext:
@@ -100,16 +103,40 @@ class OperatorContext:
         info = task.info
         self.index = info.index
         self.parallelism = info.parallelism
-        self.max_parallelism = info.max_parallelism
+        self.max_parallelism = node.max_parallelism
         self.job_id = info.job_id
         self.operator_uid = node.operator_id
+        from flowrun.state.operator_state import OperatorStateStore
+
+        self.restored = False
+        self.operator_state_store = OperatorStateStore()
+        self.keyed_backend = None
+        self.timer_service = None
+        if getattr(node.operator, "keyed", False):
+            from flowrun.state.key_groups import KeyGroupRange
+
+            from .timer_service import InternalTimerService
+
+            key_groups = KeyGroupRange.of_operator(
+                node.max_parallelism, info.parallelism, info.index
+            )
+            self.keyed_backend = info.state_backend.create_keyed_backend(
+                node.operator_id,
+                key_groups,
+                node.max_parallelism,
+                None,
+                os.path.join(info.working_dir, f"{node.operator_id[:12]}-{info.index}"),
+                None,
+            )
+            self.timer_service = InternalTimerService()
         self.runtime_context = RuntimeContext(
             node.name,
             info.index,
             info.parallelism,
-            info.max_parallelism,
+            node.max_parallelism,
             info.attempt,
             info.job_parameters,
+            keyed_state_store=self.keyed_backend,
         )
         self._task = task
 
@@ -130,16 +157,16 @@ class ChainedOutput(Output):
 class ValidatingOutput(Output):
     """Checks declared ``output_type`` on chained edges, where nothing is serialised."""
 
-    def __init__(self, inner: Output, serializer: Any, node: ChainNodeSpec, subtask: str) -> None:
+    def __init__(self, inner: Output, validate: Any, node: ChainNodeSpec, subtask: str) -> None:
         self.inner = inner
-        self.serializer = serializer
+        self.validate = validate
         self.node = node
         self.subtask = subtask
 
     def emit(self, records: Any) -> None:
         if not isinstance(records, pa.RecordBatch):
             try:
-                self.serializer.to_batches(records, 1 << 30)
+                self.validate(records)
             except Exception as exc:
                 raise _type_error(self.node.name, self.subtask, exc) from exc
         self.inner.emit(records)
@@ -297,7 +324,7 @@ class StreamTask:
 
     # -- set-up -------------------------------------------------------------------
     def setup(self, pool_fd: int, doorbell_fd: int, peer_fds: dict[int, int]) -> None:
-        from ..records import serializer_for
+        from ..records import serializer_for, validator_for
 
         self.net = NetworkEnvironment(
             self.info.network, pool_fd, doorbell_fd, peer_fds, self._backpressure_wait
@@ -314,11 +341,12 @@ class StreamTask:
         for node_index in reversed(range(len(spec.nodes))):
             node = spec.nodes[node_index]
             outputs: list[Output] = [ChainedOutput(self.operators[c]) for c in node.children]
-            if node.children and node.output_type is not None and not node.arrow:
+            validate = validator_for(node.output_type) if not node.arrow else None
+            if node.children and validate is not None:
                 outputs = [
                     ValidatingOutput(
                         FanOutput(outputs) if len(outputs) > 1 else outputs[0],
-                        serializer_for(node.output_type),
+                        validate,
                         node,
                         self.subtask,
                     )
@@ -353,6 +381,7 @@ class StreamTask:
             operator.open()
         # Sinks flush on the same timer as network buffers (time-based rolling, collect).
         self.flushables = [op for op in self.operators if callable(getattr(op, "flush", None))]
+        self.keyed_operators = [op for op in self.operators if getattr(op, "keyed", False)]
         self.control.send(("running",))
 
     # -- running ------------------------------------------------------------------
@@ -396,6 +425,8 @@ class StreamTask:
                 break
             n = records.num_rows if isinstance(records, pa.RecordBatch) else len(records)
             now = time.monotonic()
+            if self.keyed_operators:
+                self._fire_timers()
             if n:
                 before = sum(w.bytes_out for w in writers)
                 emit(records)
@@ -405,7 +436,11 @@ class StreamTask:
                 elif produced < _STEP_BYTES // 2 and n >= batch_size:
                     batch_size = min(max_batch, batch_size * 2)
             else:
-                waits = [t for t in (next_flush, reader.next_wakeup()) if t is not None]
+                waits = [
+                    t
+                    for t in (next_flush, reader.next_wakeup(), self._timer_deadline())
+                    if t is not None
+                ]
                 timeout = max(0.0, min(waits) - now) if waits else None
                 fd = reader.fileno()
                 self.wait_io(timeout, [fd] if fd is not None else None)
@@ -413,6 +448,20 @@ class StreamTask:
             if next_flush is not None and now >= next_flush:
                 self._flush_timer()
                 next_flush = now + timeout_s
+
+    def _timer_deadline(self) -> float | None:
+        """``time.monotonic()`` at which the next processing-time timer is due."""
+        due = [t for t in (op.next_timer() for op in self.keyed_operators) if t is not None]
+        if not due:
+            return None
+        return time.monotonic() + (min(due) - time.time_ns() // 1_000_000) / 1000.0
+
+    def _fire_timers(self) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        for op in self.keyed_operators:
+            due = op.next_timer()
+            if due is not None and due <= now_ms:
+                op.fire_processing_timers(now_ms)
 
     def _flush_timer(self) -> None:
         self.net.flush_all()
@@ -455,12 +504,15 @@ class StreamTask:
                     net.flush_all()
             if control.poll():
                 self._handle_control()
+            if self.keyed_operators:
+                self._fire_timers()
             now = time.monotonic()
             if next_flush is not None and now >= next_flush:
                 self._flush_timer()
                 next_flush = now + timeout_s
             if not progressed:
-                timeout = None if next_flush is None else max(0.0, next_flush - now)
+                waits = [t for t in (next_flush, self._timer_deadline()) if t is not None]
+                timeout = max(0.0, min(waits) - now) if waits else None
                 self.wait_io(timeout)
 
     def _finish(self) -> None:
@@ -470,6 +522,7 @@ class StreamTask:
             operator.flush()
         for operator in self.operators:
             operator.close()
+        self._close_backends()
         for partition in self.net.partitions:
             partition.broadcast_event(EventKind.END_OF_PARTITION)
         while not self.net.outputs_drained():
@@ -486,6 +539,14 @@ class StreamTask:
             "backpressure_waits": stats.waits,
         }
 
+    def _close_backends(self) -> None:
+        for operator in self.operators:
+            backend = getattr(getattr(operator, "ctx", None), "keyed_backend", None)
+            if backend is not None:
+                backend.close()
+                backend.dispose()
+                operator.ctx.keyed_backend = None
+
     def abort(self) -> None:
         for operator in self.operators:
             if isinstance(operator, SinkOperator):
@@ -493,6 +554,10 @@ class StreamTask:
                     operator.abort()
                 except Exception:
                     pass
+        try:
+            self._close_backends()
+        except Exception:
+            pass
 
 
 def run_subtask(fds: list[int], spec_bytes: bytes, info: TaskInfo) -> int:
@@ -517,6 +582,8 @@ def run_subtask(fds: list[int], spec_bytes: bytes, info: TaskInfo) -> int:
             profiler.dump_stats(os.path.join(profile_dir, f"task-{info.task_id}.prof"))
         else:
             task.run()
+        # A cancel that arrives after this point must not raise: the work is done.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         control.send(("finished", task.metrics()))
         return 0
     except TaskCancelled:

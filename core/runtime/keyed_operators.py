@@ -1,0 +1,433 @@
+"""Keyed operators: user functions on a KeyedStream, with keyed state and timers.
+
+Every keyed operator owns a keyed state backend restricted to its subtask's
+key-group range and a timer service. For each input batch it extracts the keys
+(the user's key selector, one C-level pass), computes their key groups with the
+vectorised stable hash, brackets the batch with ``begin_batch``/``end_batch``
+(one LMDB write transaction per batch), and sets the current key before each
+record reaches user code -- so ``ValueState.value()`` and timers are scoped to
+that record's key, exactly as in Flink.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowrun.state.key_groups import assign_key_groups
+
+from ..functions import TimeDomain
+from .operators import StreamOperator, _emit_results, _failed_record
+from .timer_service import MAX_WATERMARK, TimerServiceFacade
+
+__all__ = [
+    "KeyedOperator",
+    "KeyedMapOperator",
+    "KeyedFlatMapOperator",
+    "KeyedFilterOperator",
+    "KeyedProcessOperator",
+    "ReduceOperator",
+    "AggregationOperator",
+    "KeyedCoProcessOperator",
+]
+
+_MISSING = object()
+
+
+class KeyedOperator(StreamOperator):
+    """Base of operators running in a keyed context (one key selector per input)."""
+
+    keyed = True
+
+    def __init__(self, name: str, function: Any, key_selectors: list[Any]) -> None:
+        self.name = name
+        self.function = function
+        self.key_selectors = key_selectors
+
+    def open(self) -> None:
+        from ..functions import as_key_selector
+
+        self.backend = self.ctx.keyed_backend
+        self.timers = self.ctx.timer_service
+        self.timer_service = TimerServiceFacade(self.timers, self)
+        self.current_key: Any = None
+        self.current_key_group = -1
+        self._key_fns = [as_key_selector(k) for k in self.key_selectors]
+        self.backend.begin_batch()
+        try:
+            super().open()
+        finally:
+            self.backend.end_batch()
+
+    # -- keys -----------------------------------------------------------------------
+    def _keys(self, records: list, input_index: int = 0) -> tuple[list, list]:
+        it = iter(records)
+        try:
+            keys = list(map(self._key_fns[input_index], it))
+        except Exception as exc:
+            raise self.fail(_failed_record(records, it), exc) from exc
+        try:
+            groups = assign_key_groups(keys, self.ctx.max_parallelism).tolist()
+        except TypeError as exc:  # UnhashableKeyError: find the record for the message
+            bad = next((r for r, k in zip(records, keys, strict=True) if _bad_key(k)), None)
+            raise self.fail(bad, exc) from exc
+        return keys, groups
+
+    def set_current_key(self, key: Any, key_group: int) -> None:
+        self.current_key = key
+        self.current_key_group = key_group
+        self.backend.set_current_key(key, key_group)
+
+    def get_current_key(self) -> Any:
+        return self.current_key
+
+    # -- timers -----------------------------------------------------------------------
+    def next_timer(self) -> int | None:
+        """Wall-clock ms of the next processing-time timer, for the mailbox loop."""
+        return self.timers.next_processing_time()
+
+    def fire_processing_timers(self, now: int) -> None:
+        self._fire(lambda cb: self.timers.fire_processing_time(now, cb))
+
+    def _fire(self, run: Any) -> None:
+        out: list = []
+
+        def callback(timestamp: int, key: Any, key_group: int, domain: TimeDomain) -> None:
+            self.set_current_key(key, key_group)
+            try:
+                self.on_timer(timestamp, domain, out)
+            except Exception as exc:
+                raise self.fail(f"timer {timestamp} of key {key!r}", exc) from exc
+
+        self.backend.begin_batch()
+        try:
+            run(callback)
+        finally:
+            self.backend.end_batch()
+        if out:
+            self.output.emit(out)
+
+    def on_timer(self, timestamp: int, domain: TimeDomain, out: list) -> None:
+        """Subclasses with user timers override this."""
+
+    def end_input(self) -> None:
+        # Bounded input: the watermark jumps to +inf and every event-time timer fires.
+        self._fire(lambda cb: self.timers.advance_watermark(MAX_WATERMARK, cb))
+
+    def close(self) -> None:
+        super().close()
+
+
+def _bad_key(key: Any) -> bool:
+    from flowrun.state.key_groups import java_hash
+
+    try:
+        java_hash(key)
+        return False
+    except TypeError:
+        return True
+
+
+class KeyedMapOperator(KeyedOperator):
+    """``KeyedStream.map``: a (rich) map function that may use keyed state."""
+
+    def open(self) -> None:
+        from ..functions import as_map_fn
+
+        super().open()
+        self._fn = as_map_fn(self.function)
+
+    def process(self, records: list, input_index: int = 0) -> None:
+        keys, groups = self._keys(records)
+        fn, set_key, out = self._fn, self.set_current_key, []
+        append = out.append
+        record = None
+        self.backend.begin_batch()
+        try:
+            for key, group, record in zip(keys, groups, records, strict=True):
+                set_key(key, group)
+                append(fn(record))
+        except Exception as exc:
+            raise self.fail(record, exc) from exc
+        finally:
+            self.backend.end_batch()
+        self.output.emit(out)
+
+
+class KeyedFlatMapOperator(KeyedOperator):
+    def open(self) -> None:
+        from ..functions import as_flat_map_fn
+
+        super().open()
+        self._fn = as_flat_map_fn(self.function)
+
+    def process(self, records: list, input_index: int = 0) -> None:
+        keys, groups = self._keys(records)
+        fn, set_key, out = self._fn, self.set_current_key, []
+        record = None
+        self.backend.begin_batch()
+        try:
+            for key, group, record in zip(keys, groups, records, strict=True):
+                set_key(key, group)
+                _emit_results(fn(record), out)
+        except Exception as exc:
+            raise self.fail(record, exc) from exc
+        finally:
+            self.backend.end_batch()
+        if out:
+            self.output.emit(out)
+
+
+class KeyedFilterOperator(KeyedOperator):
+    def open(self) -> None:
+        from ..functions import as_filter_fn
+
+        super().open()
+        self._fn = as_filter_fn(self.function)
+
+    def process(self, records: list, input_index: int = 0) -> None:
+        keys, groups = self._keys(records)
+        fn, set_key, out = self._fn, self.set_current_key, []
+        record = None
+        self.backend.begin_batch()
+        try:
+            for key, group, record in zip(keys, groups, records, strict=True):
+                set_key(key, group)
+                if fn(record):
+                    out.append(record)
+        except Exception as exc:
+            raise self.fail(record, exc) from exc
+        finally:
+            self.backend.end_batch()
+        if out:
+            self.output.emit(out)
+
+
+class _KeyedContext:
+    """``KeyedProcessFunction.Context`` / ``OnTimerContext`` (valid during one call)."""
+
+    __slots__ = ("_op", "_domain")
+
+    def __init__(self, op: KeyedOperator) -> None:
+        self._op = op
+        self._domain: TimeDomain | None = None
+
+    def get_current_key(self) -> Any:
+        return self._op.current_key
+
+    def timer_service(self) -> Any:
+        return self._op.timer_service
+
+    def timestamp(self) -> int | None:
+        return None  # record timestamps arrive with event time
+
+    def time_domain(self) -> TimeDomain | None:
+        return self._domain
+
+
+class KeyedProcessOperator(KeyedOperator):
+    """``KeyedStream.process(KeyedProcessFunction)``: state, timers, current key."""
+
+    def open(self) -> None:
+        super().open()
+        self._ctx = _KeyedContext(self)
+        self._fn = self.function.process_element
+
+    def process(self, records: list, input_index: int = 0) -> None:
+        keys, groups = self._keys(records)
+        fn, ctx, set_key, out = self._fn, self._ctx, self.set_current_key, []
+        record = None
+        self.backend.begin_batch()
+        try:
+            for key, group, record in zip(keys, groups, records, strict=True):
+                set_key(key, group)
+                _emit_results(fn(record, ctx), out)
+        except Exception as exc:
+            raise self.fail(record, exc) from exc
+        finally:
+            self.backend.end_batch()
+        if out:
+            self.output.emit(out)
+
+    def on_timer(self, timestamp: int, domain: TimeDomain, out: list) -> None:
+        self._ctx._domain = domain
+        try:
+            _emit_results(self.function.on_timer(timestamp, self._ctx), out)
+        finally:
+            self._ctx._domain = None
+
+
+class KeyedCoProcessOperator(KeyedProcessOperator):
+    """``connect(...).key_by(k1, k2).process(KeyedCoProcessFunction)``."""
+
+    def open(self) -> None:
+        KeyedOperator.open(self)
+        self._ctx = _KeyedContext(self)
+        self._fns = [self.function.process_element1, self.function.process_element2]
+
+    def process(self, records: list, input_index: int = 0) -> None:
+        keys, groups = self._keys(records, input_index)
+        fn, ctx, set_key, out = self._fns[input_index], self._ctx, self.set_current_key, []
+        record = None
+        self.backend.begin_batch()
+        try:
+            for key, group, record in zip(keys, groups, records, strict=True):
+                set_key(key, group)
+                _emit_results(fn(record, ctx), out)
+        except Exception as exc:
+            raise self.fail(record, exc) from exc
+        finally:
+            self.backend.end_batch()
+        if out:
+            self.output.emit(out)
+
+
+def _state_type(type_info: Any) -> Any:
+    from ..typeinfo import Types
+
+    return type_info if type_info is not None else Types.PICKLED_BYTE_ARRAY()
+
+
+class ReduceOperator(KeyedOperator):
+    """Rolling keyed reduce: emits the new aggregate after every record (STREAMING).
+
+    The running value of each key is a ValueState, so it lives in the configured state
+    backend (LMDB by default) like any user state.
+    """
+
+    def __init__(self, name: str, function: Any, key_selector: Any, type_info: Any = None) -> None:
+        super().__init__(name, function, [key_selector])
+        self.type_info = type_info
+
+    def open(self) -> None:
+        from flowrun.state.descriptors import ValueStateDescriptor
+
+        from ..functions import as_reduce_fn
+
+        super().open()
+        self._fn = as_reduce_fn(self.function)
+        self._state = self.backend.get_state(
+            ValueStateDescriptor("_reduce", _state_type(self.type_info))
+        )
+
+    def process(self, records: list, input_index: int = 0) -> None:
+        keys, groups = self._keys(records)
+        fn, set_key, state = self._fn, self.set_current_key, self._state
+        value_of, update = state.value, state.update
+        out: list = []
+        append = out.append
+        record = None
+        self.backend.begin_batch()
+        try:
+            for key, group, record in zip(keys, groups, records, strict=True):
+                set_key(key, group)
+                current = value_of()
+                if current is not None:
+                    record = fn(current, record)
+                update(record)
+                append(record)
+        except Exception as exc:
+            raise self.fail(record, exc) from exc
+        finally:
+            self.backend.end_batch()
+        self.output.emit(out)
+
+
+def _replace_field(record: Any, position: int | str, value: Any) -> Any:
+    """A copy of ``record`` with one field replaced (tuples, Rows, lists, scalars)."""
+    from ..row import Row
+
+    if isinstance(record, Row):
+        copy = Row(*record)
+        names = record._fields if hasattr(record, "_fields") else None
+        if names:
+            copy.set_field_names(list(names))
+        copy.set_row_kind(record.get_row_kind())
+        copy[position] = value
+        return copy
+    if isinstance(record, tuple):
+        index = position
+        items = list(record)
+        items[index] = value
+        return type(record)(items) if type(record) is not tuple else tuple(items)
+    if isinstance(record, list):
+        items = list(record)
+        items[position] = value
+        return items
+    if isinstance(record, dict):
+        copy = dict(record)
+        copy[position] = value
+        return copy
+    return value
+
+
+class AggregationOperator(KeyedOperator):
+    """``KeyedStream.sum/min/max/min_by/max_by`` with PyFlink's semantics.
+
+    sum/min/max keep the other fields of the first record of the key; min_by /
+    max_by emit the whole record holding the extreme value, the earlier one on
+    ties. The running record of each key is a ValueState.
+    """
+
+    def __init__(
+        self, name: str, kind: str, position: int | str, key_selector: Any, type_info: Any = None
+    ) -> None:
+        super().__init__(name, None, [key_selector])
+        self.kind = kind
+        self.position = position
+        self.type_info = type_info
+
+    def open(self) -> None:
+        from flowrun.state.descriptors import ValueStateDescriptor
+
+        super().open()
+        self._state = self.backend.get_state(
+            ValueStateDescriptor(f"_{self.kind}", _state_type(self.type_info))
+        )
+
+    def _field(self, record: Any) -> Any:
+        if isinstance(record, (str, bytes)) or not hasattr(record, "__getitem__"):
+            if self.position not in (0, "0"):
+                raise TypeError(
+                    f"position {self.position!r} is not valid for a scalar record of type "
+                    f"{type(record).__name__}; use 0"
+                )
+            return record
+        return record[self.position]
+
+    def process(self, records: list, input_index: int = 0) -> None:
+        keys, groups = self._keys(records)
+        kind, field_of, set_key = self.kind, self._field, self.set_current_key
+        value_of, update = self._state.value, self._state.update
+        out: list = []
+        record = None
+        self.backend.begin_batch()
+        try:
+            for key, group, record in zip(keys, groups, records, strict=True):
+                set_key(key, group)
+                field = field_of(record)
+                current = value_of()
+                if current is None:
+                    value = record
+                elif kind == "sum":
+                    value = _replace_field(current, self.position, field_of(current) + field)
+                elif kind == "min":
+                    best = field_of(current)
+                    value = (
+                        current if best <= field else _replace_field(current, self.position, field)
+                    )
+                elif kind == "max":
+                    best = field_of(current)
+                    value = (
+                        current if best >= field else _replace_field(current, self.position, field)
+                    )
+                elif kind == "min_by":
+                    value = record if field < field_of(current) else current
+                else:  # max_by
+                    value = record if field > field_of(current) else current
+                update(value)
+                out.append(value)
+        except Exception as exc:
+            raise self.fail(record, exc) from exc
+        finally:
+            self.backend.end_batch()
+        self.output.emit(out)
