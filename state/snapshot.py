@@ -62,6 +62,7 @@ __all__ = [
     "StateMeta",
     "StreamWriter",
     "filter_key_groups",
+    "partition_streams",
     "read_snapshot",
     "read_stream",
     "write_snapshot",
@@ -274,6 +275,22 @@ def read_stream(stream: Any) -> tuple[StateMeta, pa.Table]:
             f"state {meta.state_name!r}: columns {table.schema.names}, expected {expected.names}"
         )
     return meta, table
+
+
+def partition_streams(streams: Iterable[Any]) -> tuple[list[Any], list[Any]]:
+    """Split streams into (keyed state, operator state), reading only their schemas."""
+    keyed: list[Any] = []
+    operator: list[Any] = []
+    for stream in streams:
+        source = stream
+        if isinstance(stream, (str, os.PathLike)):
+            with pa.memory_map(os.fspath(stream), "r") as mapped:
+                source = mapped.read_buffer()
+        elif isinstance(stream, bytes):
+            source = pa.py_buffer(stream)
+        meta = StateMeta.from_metadata(pa.ipc.open_stream(source).schema.metadata)
+        (operator if meta.is_operator_state else keyed).append(stream)
+    return keyed, operator
 
 
 def filter_key_groups(table: pa.Table, key_group_range: KeyGroupRange) -> pa.Table:

@@ -17,11 +17,16 @@ groups of its :class:`~flowrun.state.key_groups.KeyGroupRange`. The runtime
   (:mod:`flowrun.state.snapshot`), one per (state, key-group range),
 * and finally :meth:`~KeyedStateBackend.close` / :meth:`~KeyedStateBackend.dispose`.
 
-State names are the identity of state across snapshots: re-declaring a name with another
-state kind, another type or with TTL switched on/off raises :class:`StateMigrationError` (a
-snapshot's bytes are only meaningful under the serializer that wrote them; Flink refuses the
-same changes). Changing only the TTL duration or cleanup settings is allowed: timestamps are
-stored, the duration is applied when reading.
+State names are the identity of state across snapshots. Requesting a name a second time in
+one run with another kind, type or TTL configuration raises
+:class:`~flowrun.state.descriptors.IncompatibleStateError` (``check_compatible``); declaring a
+*restored* state with another kind or type, or with TTL switched on/off, raises its subclass
+:class:`StateMigrationError`: a snapshot's bytes are only meaningful under the serializer that
+wrote them, and Flink refuses the same changes. A restored state may change its TTL duration
+and cleanup settings: timestamps are stored, the duration is applied when reading.
+
+Threading: a backend belongs to its subtask's single thread, like everything in a subtask
+process; a :class:`SnapshotHandle` is produced on that thread too (between batches).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from flowrun.core.typeinfo import TypeInformation
@@ -176,8 +177,30 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         kind = spec.kind
         cols: tuple[list, list, list, list] = ([], [], [], [])
         kgs, keys, user_keys, values = cols
+        plain_values = ttl is None and kind in ("value", "reducing", "aggregating")
+        encode_plain = spec.value_serializer.serialize  # type: ignore[union-attr]
         for kg in range(rng.start, rng.end + 1) if len(rng) else ():
             table = groups[kg - self._start]
+            if not table:
+                continue
+            if plain_values:
+                # The common case in bulk: C-level map() over the key group's dict. A failure
+                # falls through to the loop below, which names the offending key.
+                try:
+                    key_chunk = list(map(encode_key, table))
+                    value_chunk = list(map(encode_plain, table.values()))
+                except (TypeError, ValueError):
+                    pass
+                else:
+                    kgs.extend([kg] * len(key_chunk))
+                    keys.extend(key_chunk)
+                    user_keys.extend([None] * len(key_chunk))
+                    values.extend(value_chunk)
+                    if len(values) >= _FLUSH_ROWS:
+                        writer.write_columns(kgs, keys, user_keys, values)
+                        for col in cols:
+                            col.clear()
+                    continue
             for key, stored in table.items():
                 key_bytes = _encode_key(encode_key, spec, key)
                 if kind == "list":
@@ -222,6 +245,9 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
 
     def _load_rows(self, spec: StateSpec, groups: list[dict], rows: pa.Table) -> None:
         """Deserialize snapshot rows into the per-key-group dicts."""
+        if spec.ttl is None and spec.kind in ("value", "reducing", "aggregating"):
+            self._load_plain_values(spec, groups, rows)
+            return
         decode_key = _cached_decoder(self.key_serializer.deserialize)
         decode_value = spec.value_serializer.deserialize  # type: ignore[union-attr]
         ttl = spec.ttl is not None
@@ -252,6 +278,20 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
                 table.setdefault(key, {})[decode_user_key(user_keys[i])] = stored  # type: ignore[index,misc]
             else:
                 table[key] = stored
+
+    def _load_plain_values(self, spec: StateSpec, groups: list[dict], rows: pa.Table) -> None:
+        """One value per key, no TTL: decode in bulk, insert run by run of equal key groups."""
+        key_groups = rows.column("key_group").to_numpy()
+        keys = list(map(self.key_serializer.deserialize, rows.column("key").to_pylist()))
+        decode = spec.value_serializer.deserialize  # type: ignore[union-attr]
+        values = list(map(decode, rows.column("value").to_pylist()))
+        bounds = np.flatnonzero(np.diff(key_groups)) + 1
+        starts = [0, *bounds.tolist()]
+        ends = [*bounds.tolist(), len(keys)]
+        for lo, hi in zip(starts, ends, strict=True):
+            if hi > lo:
+                table = groups[int(key_groups[lo]) - self._start]
+                table.update(zip(keys[lo:hi], values[lo:hi], strict=True))
 
     # -- lifecycle ---------------------------------------------------------------------
 

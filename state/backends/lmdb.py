@@ -234,7 +234,7 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         os.makedirs(path, exist_ok=True)
         env = self._lmdb_open(path, map_size)
         try:
-            self._reserve(env, map_size)
+            self._reserve(env, env.info()["map_size"])
         except BaseException:
             env.close()
             raise

@@ -34,6 +34,7 @@ from flowrun.state.snapshot import (
     SnapshotFormatError,
     StateMeta,
     filter_key_groups,
+    partition_streams,
     read_snapshot,
     read_stream,
     write_snapshot,
@@ -489,3 +490,30 @@ def test_operator_state_streams_are_not_keyed_state(made, kind):
     store.get_list_state(ListStateDescriptor("l", Types.INT())).add(1)
     with pytest.raises(StateBackendError, match="OperatorStateStore"):
         made.create(kind).restore(store.snapshot())
+
+
+def test_partition_streams(made, tmp_path):
+    b = made.create("hashmap")
+    b.get_state(ValueStateDescriptor("v", Types.INT()))
+    store = OperatorStateStore("op")
+    store.get_list_state(ListStateDescriptor("l", Types.INT())).add(1)
+    keyed, operator = b.snapshot(), store.snapshot()
+    paths = write_snapshot(tmp_path / "mixed", [*operator, *keyed])
+    assert partition_streams([*operator, *keyed]) == (keyed, operator)
+    assert partition_streams(paths) == (paths[1:], paths[:1])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "flowrun.state.snapshot",
+        "flowrun.state.operator_state",
+        "flowrun.state.backends",
+    ],
+)
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
