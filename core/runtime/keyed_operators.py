@@ -15,7 +15,7 @@ from typing import Any
 
 from flowrun.state.key_groups import assign_key_groups
 
-from ..functions import TimeDomain
+from ..functions import Function, TimeDomain
 from .operators import StreamOperator, _emit_results, _failed_record
 from .timer_service import MAX_WATERMARK, TimerServiceFacade
 
@@ -71,6 +71,29 @@ class KeyedOperator(StreamOperator):
             bad = next((r for r, k in zip(records, keys, strict=True) if _bad_key(k)), None)
             raise self.fail(bad, exc) from exc
         return keys, groups
+
+    def _read_batch(self, state: Any, keys: list, groups: list) -> dict:
+        """Values of ``state`` for the batch's distinct keys (absent keys are left out).
+
+        For operators whose per-record work cannot touch keyed state (built-in aggregations,
+        plain-callable reduces): the batch then runs against a local dict, and state is read
+        and written once per distinct key instead of once per record.
+        """
+        self._batch_groups = dict(zip(keys, groups, strict=True))
+        set_key, value_of = self.set_current_key, state.value
+        current = {}
+        for key, group in self._batch_groups.items():
+            set_key(key, group)
+            value = value_of()
+            if value is not None:
+                current[key] = value
+        return current
+
+    def _write_batch(self, state: Any, current: dict) -> None:
+        set_key, update = self.set_current_key, state.update
+        for key, group in self._batch_groups.items():
+            set_key(key, group)
+            update(current[key])
 
     def set_current_key(self, key: Any, key_group: int) -> None:
         self.current_key = key
@@ -311,6 +334,34 @@ class ReduceOperator(KeyedOperator):
 
     def process(self, records: list, input_index: int = 0) -> None:
         keys, groups = self._keys(records)
+        if isinstance(self.function, Function):
+            self._process_rich(keys, groups, records)
+            return
+        # A plain callable cannot reach keyed state, so the batch can run against a local
+        # dict: one state read and one write per *distinct* key instead of per record.
+        fn = self._fn
+        out: list = []
+        append = out.append
+        record = None
+        self.backend.begin_batch()
+        try:
+            current = self._read_batch(self._state, keys, groups)
+            get = current.get
+            for key, record in zip(keys, records, strict=True):
+                value = get(key)
+                if value is not None:
+                    record = fn(value, record)
+                current[key] = record
+                append(record)
+            self._write_batch(self._state, current)
+        except Exception as exc:
+            raise self.fail(record, exc) from exc
+        finally:
+            self.backend.end_batch()
+        self.output.emit(out)
+
+    def _process_rich(self, keys: list, groups: list, records: list) -> None:
+        """A ReduceFunction instance may use keyed state itself: set the key per record."""
         fn, set_key, state = self._fn, self.set_current_key, self._state
         value_of, update = state.value, state.update
         out: list = []
@@ -396,16 +447,16 @@ class AggregationOperator(KeyedOperator):
 
     def process(self, records: list, input_index: int = 0) -> None:
         keys, groups = self._keys(records)
-        kind, field_of, set_key = self.kind, self._field, self.set_current_key
-        value_of, update = self._state.value, self._state.update
+        kind, field_of = self.kind, self._field
         out: list = []
         record = None
         self.backend.begin_batch()
         try:
-            for key, group, record in zip(keys, groups, records, strict=True):
-                set_key(key, group)
+            values = self._read_batch(self._state, keys, groups)
+            get = values.get
+            for key, record in zip(keys, records, strict=True):
                 field = field_of(record)
-                current = value_of()
+                current = get(key)
                 if current is None:
                     value = record
                 elif kind == "sum":
@@ -424,8 +475,9 @@ class AggregationOperator(KeyedOperator):
                     value = record if field < field_of(current) else current
                 else:  # max_by
                     value = record if field > field_of(current) else current
-                update(value)
+                values[key] = value
                 out.append(value)
+            self._write_batch(self._state, values)
         except Exception as exc:
             raise self.fail(record, exc) from exc
         finally:
