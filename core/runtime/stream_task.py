@@ -34,6 +34,7 @@ __all__ = ["ChainNodeSpec", "ChainSpec", "TaskInfo", "run_subtask", "TaskCancell
 
 
 _STEP_BYTES = 1 << 20  #: output bytes a source step aims for (see StreamTask._run_source)
+_MINI_BATCH_RECORDS = 32768  #: records decoded from queued buffers before the chain runs
 
 
 class TaskCancelled(Exception):
@@ -471,8 +472,7 @@ class StreamTask:
     def _run_inputs(self) -> None:
         net = self.net
         gates = net.gates
-        head = self.operators[0]
-        process = head.process
+        process = self.operators[0].process
         in_edges = self.spec.in_edges
         serializers = self.in_serializers
         flush_always = self.flush_always
@@ -483,23 +483,33 @@ class StreamTask:
             net.process_doorbell()
             progressed = False
             for gate_index, gate in enumerate(gates):
-                polled = gate.poll()
-                if polled is None:
+                if not gate.has_data():
                     continue
                 progressed = True
-                channel, buffer, memory = polled
-                edge = in_edges[gate_index]
+                input_index = in_edges[gate_index].input_index
                 serializer = serializers[gate_index]
-                for kind, batch, event, _payload in gate.read(channel, memory):
-                    if kind == FrameKind.BATCH:
-                        process(
-                            batch if serializer is None else serializer.from_batch(batch),
-                            edge.input_index,
-                        )
-                    elif event == EventKind.END_OF_PARTITION:
-                        gate.channels[channel].ended = True
-                del memory
-                gate.recycle(channel, buffer)
+                # Rows: decode every buffer already queued (up to a bound) into one list, so
+                # the chain runs once per mini-batch; decoded records are copies, so each
+                # buffer is recycled at once. Arrow batches are zero-copy views of the
+                # buffer: they are processed before their buffer is recycled.
+                pending: list = []
+                while len(pending) < _MINI_BATCH_RECORDS:
+                    polled = gate.poll()
+                    if polled is None:
+                        break
+                    channel, buffer, memory = polled
+                    for kind, batch, event, _payload in gate.read(channel, memory):
+                        if kind == FrameKind.BATCH:
+                            if serializer is None:
+                                process(batch, input_index)
+                            else:
+                                pending.extend(serializer.from_batch(batch))
+                        elif event == EventKind.END_OF_PARTITION:
+                            gate.channels[channel].ended = True
+                    del memory
+                    gate.recycle(channel, buffer)
+                if pending:
+                    process(pending, input_index)
                 if flush_always:
                     net.flush_all()
             if control.poll():
