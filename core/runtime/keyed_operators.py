@@ -80,20 +80,10 @@ class KeyedOperator(StreamOperator):
         and written once per distinct key instead of once per record.
         """
         self._batch_groups = dict(zip(keys, groups, strict=True))
-        set_key, value_of = self.set_current_key, state.value
-        current = {}
-        for key, group in self._batch_groups.items():
-            set_key(key, group)
-            value = value_of()
-            if value is not None:
-                current[key] = value
-        return current
+        return self.backend.read_values(state, self._batch_groups)
 
     def _write_batch(self, state: Any, current: dict) -> None:
-        set_key, update = self.set_current_key, state.update
-        for key, group in self._batch_groups.items():
-            set_key(key, group)
-            update(current[key])
+        self.backend.write_values(state, current, self._batch_groups)
 
     def set_current_key(self, key: Any, key_group: int) -> None:
         self.current_key = key

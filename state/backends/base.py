@@ -422,6 +422,32 @@ class KeyedStateBackend(ABC):
     def _create_state(self, spec: StateSpec, restored: StateSpec | None) -> Any:
         """A state object for ``spec``; ``restored`` is the spec of restored data, if any."""
 
+    # -- bulk access (built-in operators) ------------------------------------------------
+
+    def read_values(self, state: Any, key_groups: dict) -> dict:
+        """``{key: value}`` of a ValueState for many keys (keys without a value left out).
+
+        For built-in operators whose per-record work cannot touch state: they read each
+        distinct key of a batch once, work on a local dict, and write back with
+        :meth:`write_values`. Backends may override both with a faster path; this one
+        goes through the state object, so TTL and type checks apply as usual.
+        """
+        out = {}
+        value_of = state.value
+        for key, key_group in key_groups.items():
+            self.set_current_key(key, key_group)
+            value = value_of()
+            if value is not None:
+                out[key] = value
+        return out
+
+    def write_values(self, state: Any, values: dict, key_groups: dict) -> None:
+        """Write ``{key: value}`` into a ValueState (the counterpart of :meth:`read_values`)."""
+        update = state.update
+        for key, value in values.items():
+            self.set_current_key(key, key_groups[key])
+            update(value)
+
     # -- batches -----------------------------------------------------------------------
 
     def begin_batch(self) -> None:  # noqa: B027 - optional hook

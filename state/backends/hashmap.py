@@ -115,6 +115,39 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
             for hook in self._record_hooks:
                 hook()
 
+    # -- bulk access -------------------------------------------------------------------
+
+    def _slots_of(self, key_groups: dict) -> bool:
+        groups = key_groups.values()
+        return (
+            bool(groups) and self._start <= min(groups) and max(groups) < self._start + self._slots
+        )
+
+    def read_values(self, state: Any, key_groups: dict) -> dict:
+        if type(state) is not HeapValueState or not self._slots_of(key_groups):
+            return super().read_values(state, key_groups)
+        tables, start, out = state._groups, self._start, {}
+        for key, key_group in key_groups.items():
+            value = tables[key_group - start].get(key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    def write_values(self, state: Any, values: dict, key_groups: dict) -> None:
+        if type(state) is not HeapValueState or not self._slots_of(key_groups):
+            super().write_values(state, values, key_groups)
+            return
+        tables, start, check = state._groups, self._start, state._check
+        for key, value in values.items():
+            key_group = key_groups[key]
+            if value is None:
+                tables[key_group - start].pop(key, None)
+                continue
+            if check is not None and not check(value):
+                self.set_current_key(key, key_group)
+                state._validate(value)  # raises StateTypeError naming state, key and value
+            tables[key_group - start][key] = value
+
     # -- state objects -----------------------------------------------------------------
 
     def _create_state(self, spec: StateSpec, restored: StateSpec | None) -> Any:
