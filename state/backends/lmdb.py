@@ -472,6 +472,69 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         self._kg2 = _KG_BYTES[key_group]
         self._klp = _SIZE_BYTES[size] + data
 
+    # -- bulk access -------------------------------------------------------------------
+
+    def _bulk_keys(self, state: Any, key_groups: dict) -> dict | None:
+        """Storage keys of many keys of a plain (no TTL) ValueState; None: use the slow path."""
+        if type(state) is not LmdbValueState or state._ttl is not None or not key_groups:
+            return None
+        groups = key_groups.values()
+        if not (self._kg_start <= min(groups) and max(groups) <= self._kg_end):
+            return None  # the per-key path explains the out-of-range key
+        serialize, sid, out = self._serialize_key, state._sid, {}
+        for key, key_group in key_groups.items():
+            data = serialize(key)
+            if len(data) > _MAX_KEY_BYTES:
+                return None
+            out[key] = _KG_BYTES[key_group] + sid + _SIZE_BYTES[len(data)] + data
+        return out
+
+    def read_values(self, state: Any, key_groups: dict) -> dict:
+        storage = self._bulk_keys(state, key_groups)
+        if storage is None:
+            return super().read_values(state, key_groups)
+        self._bulk = (state, key_groups, storage)  # write_values reuses the encoded keys
+        txn = self._txn or self._begin()
+        found = dict(txn.cursor().getmulti(storage.values()))
+        deserialize = state._deserialize
+        return {key: deserialize(found[data]) for key, data in storage.items() if data in found}
+
+    def write_values(self, state: Any, values: dict, key_groups: dict) -> None:
+        cached = getattr(self, "_bulk", None)
+        storage = (
+            cached[2]
+            if cached is not None and cached[0] is state and cached[1] is key_groups
+            else self._bulk_keys(state, key_groups)
+        )
+        self._bulk = None
+        if storage is None or any(v is None for v in values.values()):
+            super().write_values(state, values, key_groups)
+            return
+        serialize, items = state._serialize, []
+        for key, value in values.items():
+            try:
+                items.append((storage[key], serialize(value)))
+            except (TypeError, ValueError) as exc:
+                raise StateTypeError(
+                    state._spec.name, key, value, state._spec.value_type, exc
+                ) from exc
+        txn = self._txn or self._begin()
+        try:
+            txn.cursor().putmulti(items)
+        except lmdb.MapFullError:
+            # The transaction is dead: grow (which replays the batch's log into a fresh
+            # one), then write these items through the per-write path.
+            self._grow()
+            for key, data in items:
+                self._put(key, data)
+            return
+        except lmdb.Error as exc:
+            raise StateBackendError(f"keyed state write failed in {self.directory}: {exc}") from exc
+        log = self._log
+        log.extend(items)
+        if len(log) >= _MAX_TXN_WRITES:
+            self._commit()
+
     # -- state objects -----------------------------------------------------------------
 
     def _sid(self, spec: StateSpec) -> bytes:

@@ -312,3 +312,21 @@ def test_seed_programs_run_as_written(example, args, check):
         counts = sorted(int(re.search(r"\]\[(\d+)\]$", line).group(1)) for line in lines)
         # two subtasks each number their own records from 1
         assert len(lines) == 8 and counts.count(1) == 2
+
+
+def test_lmdb_map_grows_under_bulk_writes_without_losing_anything():
+    env = StreamExecutionEnvironment.get_execution_environment()
+    env.set_parallelism(2)
+    env.set_state_backend(EmbeddedLmdbStateBackend(map_size=1 << 16))
+    keys = [f"key-{i}" for i in range(40_000)] * 2
+    out = list(
+        env.from_collection(keys)
+        .map(lambda k: (k, 1))
+        .key_by(lambda t: t[0])
+        .sum(1)
+        .execute_and_collect()
+    )
+    final = {}
+    for k, n in out:
+        final[k] = max(final.get(k, 0), n)
+    assert final == {f"key-{i}": 2 for i in range(40_000)}
