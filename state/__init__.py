@@ -56,3 +56,22 @@ __all__ = [
     "ValueStateDescriptor",
 ]
 # --- end of state API (backend names go below, as ``__all__ += [...]``) ----------------------
+
+# --- state backends and operator state ------------------------------------------------------
+from .backends import (  # noqa: E402
+    EmbeddedLmdbStateBackend,
+    HashMapStateBackend,
+    StateBackend,
+    StateBackendError,
+    StateMigrationError,
+)
+from .operator_state import OperatorStateStore  # noqa: E402
+
+__all__ += [
+    "EmbeddedLmdbStateBackend",
+    "HashMapStateBackend",
+    "OperatorStateStore",
+    "StateBackend",
+    "StateBackendError",
+    "StateMigrationError",
+]

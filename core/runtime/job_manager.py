@@ -122,7 +122,9 @@ class JobManager:
         job_parameters: dict | None = None,
         state_backend: Any = None,
     ) -> None:
-        self.state_backend = state_backend or backend_from_config(
+        from flowrun.state.backends import state_backend_from_name
+
+        self.state_backend = state_backend or state_backend_from_name(
             job_graph.config.get(cfg.STATE_BACKEND)
         )
         self.job_graph = job_graph
@@ -351,13 +353,6 @@ class JobManager:
             s.control.close()
             if s.pidfd >= 0:
                 os.close(s.pidfd)
-
-
-def backend_from_config(name: str) -> Any:
-    """The state backend named by ``state.backend`` (``lmdb`` or ``hashmap``)."""
-    from flowrun.state.backends import EmbeddedLmdbStateBackend, HashMapStateBackend
-
-    return HashMapStateBackend() if name == "hashmap" else EmbeddedLmdbStateBackend()
 
 
 def cleanup_stale_working_dirs(parent: str) -> list[str]:
