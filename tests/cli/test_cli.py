@@ -77,6 +77,34 @@ def test_dynamic_properties_reach_the_job(tmp_path):
     assert "timeout 0 p 3" in out
 
 
+def test_readme_configuration_flags(tmp_path):
+    job = tmp_path / "conf2.py"
+    job.write_text(
+        "from flowrun.core import StreamExecutionEnvironment\n"
+        "env = StreamExecutionEnvironment.get_execution_environment()\n"
+        "c = env.get_configuration()\n"
+        "print(c.get('taskmanager.memory.segment-size'), c.get('state.backend'))\n"
+        "env.from_collection(['a', 'b', 'a']).key_by(lambda w: w).reduce(lambda a, b: a + b)"
+        ".print()\n"
+        "env.execute()\n"
+    )
+    code, out, err = run_flowrun(
+        [
+            "run",
+            str(job),
+            "-D",
+            "execution.buffer-timeout=0",
+            "-D",
+            "taskmanager.memory.segment-size=256kb",
+            "-D",
+            "state.backend=hashmap",
+        ]
+    )
+    assert code == 0, err
+    assert "262144 hashmap" in out
+    assert sorted(out.splitlines()[1:]) == ["a", "aa", "b"]
+
+
 def test_script_arguments_after_double_dash(tmp_path):
     job = tmp_path / "args.py"
     job.write_text("import sys\nprint(sys.argv[1:])\n")
