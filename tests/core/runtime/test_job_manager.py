@@ -133,3 +133,29 @@ def test_stale_segment_of_a_dead_jobmanager_is_removed(tmp_path):
     finally:
         if os.path.exists(stale):
             os.unlink(stale)
+
+
+def test_working_dir_of_a_killed_jobmanager_is_removed_by_the_next_run(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    job = tmp_path / "stateful.py"
+    job.write_text(ENDLESS_JOB)
+    run = CliRun(["run", str(job), "-p", "2", "-D", f"io.tmp.dirs={work}"])
+    _wait_for_subtasks(run, 4)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not list(work.glob("flowrun-job-*/*")):
+        time.sleep(0.05)
+    assert list(work.glob("flowrun-job-*")), "the job keeps its LMDB state in a working dir"
+    os.kill(run.proc.pid, signal.SIGKILL)
+    run.proc.wait()
+    assert not wait_gone(run.mark, timeout=10)
+    tiny = tmp_path / "tiny.py"
+    tiny.write_text(
+        "from flowrun.core import StreamExecutionEnvironment\n"
+        "env = StreamExecutionEnvironment.get_execution_environment()\n"
+        "env.from_collection([1]).print()\n"
+        "env.execute()\n"
+    )
+    code, _out, err = run_flowrun(["run", str(tiny), "-D", f"io.tmp.dirs={work}"])
+    assert code == 0, err
+    assert list(work.iterdir()) == []
