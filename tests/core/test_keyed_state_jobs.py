@@ -185,7 +185,9 @@ class _TwoTypes(KeyedProcessFunction):
 def test_same_state_name_with_two_types_is_an_error():
     env = env_for("lmdb", 1)
     with pytest.raises(Exception, match="'s'"):
-        list(env.from_collection([1]).key_by(lambda v: v).process(_TwoTypes()).execute_and_collect())
+        list(
+            env.from_collection([1]).key_by(lambda v: v).process(_TwoTypes()).execute_and_collect()
+        )
 
 
 class _Join(KeyedCoProcessFunction):
@@ -232,7 +234,10 @@ class _Tag(CoMapFunction):
 def test_co_map_drops_none():
     env = env_for("hashmap", 2)
     out = list(
-        env.from_collection([1, 2]).connect(env.from_sequence(0, 9)).map(_Tag()).execute_and_collect()
+        env.from_collection([1, 2])
+        .connect(env.from_sequence(0, 9))
+        .map(_Tag())
+        .execute_and_collect()
     )
     assert sorted(out) == sorted([("a", 1), ("a", 2)] + [("b", v) for v in range(0, 10, 2)])
 
@@ -266,7 +271,9 @@ def test_broadcast_state_pattern():
     events = env.from_source(
         DataGeneratorSource(lambda i: (f"k{i % 4}", i % 100), 2000), None, "events"
     )
-    out = list(events.key_by(lambda e: e[0]).connect(rules).process(_Threshold()).execute_and_collect())
+    out = list(
+        events.key_by(lambda e: e[0]).connect(rules).process(_Threshold()).execute_and_collect()
+    )
     # broadcast and data sides are not ordered against each other (as in Flink): events
     # before the rule arrived pass nothing; after it, exactly those above 50
     assert out and all(v > 50 for _, v in out)
