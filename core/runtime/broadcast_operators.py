@@ -158,31 +158,22 @@ class KeyedBroadcastProcessOperator(KeyedOperator):
     def open(self) -> None:
         super().open()
         contexts = _BroadcastContexts(self, self.descriptors)
-        self._ctx = _KeyedReadOnlyContext(self, contexts)
+        self._ctx = ctx = _KeyedReadOnlyContext(self, contexts)
         self._bctx = _ReadWriteContext(contexts)
+        fn = self.function.process_element
+        self._call = lambda record, out: _emit_results(fn(record, ctx), out)
 
     def process(self, records: list, input_index: int = 0) -> None:
-        out: list = []
+        if input_index == 0:
+            super().process(records, 0)  # keyed data side: current key per record
+            return
+        fn, ctx, out = self.function.process_broadcast_element, self._bctx, []
         record = None
-        if input_index == 1:  # broadcast side: no key
-            fn, ctx = self.function.process_broadcast_element, self._bctx
-            try:
-                for record in records:
-                    _emit_results(fn(record, ctx), out)
-            except Exception as exc:
-                raise self.fail(record, exc) from exc
-        else:
-            keys, groups = self._keys(records)
-            fn, ctx, set_key = self.function.process_element, self._ctx, self.set_current_key
-            self.backend.begin_batch()
-            try:
-                for key, group, record in zip(keys, groups, records, strict=True):
-                    set_key(key, group)
-                    _emit_results(fn(record, ctx), out)
-            except Exception as exc:
-                raise self.fail(record, exc) from exc
-            finally:
-                self.backend.end_batch()
+        try:  # broadcast side: no key
+            for record in records:
+                _emit_results(fn(record, ctx), out)
+        except Exception as exc:
+            raise self.fail(record, exc) from exc
         if out:
             self.output.emit(out)
 

@@ -85,6 +85,29 @@ class KeyedOperator(StreamOperator):
     def _write_batch(self, state: Any, current: dict) -> None:
         self.backend.write_values(state, current, self._batch_groups)
 
+    #: per-record work of subclasses that run user code: ``call(record, out)`` (one input)
+    _call: Any = None
+    #: or one per input (two-input operators)
+    _calls: Any = None
+
+    def process(self, records: list, input_index: int = 0) -> None:
+        """Run the per-record call of this input with each record's key as current key."""
+        call = self._calls[input_index] if self._calls is not None else self._call
+        keys, groups = self._keys(records, input_index)
+        set_key, out = self.set_current_key, []
+        record = None
+        self.backend.begin_batch()
+        try:
+            for key, group, record in zip(keys, groups, records, strict=True):
+                set_key(key, group)
+                call(record, out)
+        except Exception as exc:
+            raise self.fail(record, exc) from exc
+        finally:
+            self.backend.end_batch()
+        if out:
+            self.output.emit(out)
+
     def set_current_key(self, key: Any, key_group: int) -> None:
         self.current_key = key
         self.current_key_group = key_group
@@ -147,23 +170,8 @@ class KeyedMapOperator(KeyedOperator):
         from ..functions import as_map_fn
 
         super().open()
-        self._fn = as_map_fn(self.function)
-
-    def process(self, records: list, input_index: int = 0) -> None:
-        keys, groups = self._keys(records)
-        fn, set_key, out = self._fn, self.set_current_key, []
-        append = out.append
-        record = None
-        self.backend.begin_batch()
-        try:
-            for key, group, record in zip(keys, groups, records, strict=True):
-                set_key(key, group)
-                append(fn(record))
-        except Exception as exc:
-            raise self.fail(record, exc) from exc
-        finally:
-            self.backend.end_batch()
-        self.output.emit(out)
+        fn = as_map_fn(self.function)
+        self._call = lambda record, out: out.append(fn(record))
 
 
 class KeyedFlatMapOperator(KeyedOperator):
@@ -171,23 +179,8 @@ class KeyedFlatMapOperator(KeyedOperator):
         from ..functions import as_flat_map_fn
 
         super().open()
-        self._fn = as_flat_map_fn(self.function)
-
-    def process(self, records: list, input_index: int = 0) -> None:
-        keys, groups = self._keys(records)
-        fn, set_key, out = self._fn, self.set_current_key, []
-        record = None
-        self.backend.begin_batch()
-        try:
-            for key, group, record in zip(keys, groups, records, strict=True):
-                set_key(key, group)
-                _emit_results(fn(record), out)
-        except Exception as exc:
-            raise self.fail(record, exc) from exc
-        finally:
-            self.backend.end_batch()
-        if out:
-            self.output.emit(out)
+        fn = as_flat_map_fn(self.function)
+        self._call = lambda record, out: _emit_results(fn(record), out)
 
 
 class KeyedFilterOperator(KeyedOperator):
@@ -195,24 +188,13 @@ class KeyedFilterOperator(KeyedOperator):
         from ..functions import as_filter_fn
 
         super().open()
-        self._fn = as_filter_fn(self.function)
+        fn = as_filter_fn(self.function)
 
-    def process(self, records: list, input_index: int = 0) -> None:
-        keys, groups = self._keys(records)
-        fn, set_key, out = self._fn, self.set_current_key, []
-        record = None
-        self.backend.begin_batch()
-        try:
-            for key, group, record in zip(keys, groups, records, strict=True):
-                set_key(key, group)
-                if fn(record):
-                    out.append(record)
-        except Exception as exc:
-            raise self.fail(record, exc) from exc
-        finally:
-            self.backend.end_batch()
-        if out:
-            self.output.emit(out)
+        def call(record: Any, out: list) -> None:
+            if fn(record):
+                out.append(record)
+
+        self._call = call
 
 
 class _KeyedContext:
@@ -242,24 +224,9 @@ class KeyedProcessOperator(KeyedOperator):
 
     def open(self) -> None:
         super().open()
-        self._ctx = _KeyedContext(self)
-        self._fn = self.function.process_element
-
-    def process(self, records: list, input_index: int = 0) -> None:
-        keys, groups = self._keys(records)
-        fn, ctx, set_key, out = self._fn, self._ctx, self.set_current_key, []
-        record = None
-        self.backend.begin_batch()
-        try:
-            for key, group, record in zip(keys, groups, records, strict=True):
-                set_key(key, group)
-                _emit_results(fn(record, ctx), out)
-        except Exception as exc:
-            raise self.fail(record, exc) from exc
-        finally:
-            self.backend.end_batch()
-        if out:
-            self.output.emit(out)
+        self._ctx = ctx = _KeyedContext(self)
+        fn = self.function.process_element
+        self._call = lambda record, out: _emit_results(fn(record, ctx), out)
 
     def on_timer(self, timestamp: int, domain: TimeDomain, out: list) -> None:
         self._ctx._domain = domain
@@ -274,24 +241,12 @@ class KeyedCoProcessOperator(KeyedProcessOperator):
 
     def open(self) -> None:
         KeyedOperator.open(self)
-        self._ctx = _KeyedContext(self)
-        self._fns = [self.function.process_element1, self.function.process_element2]
-
-    def process(self, records: list, input_index: int = 0) -> None:
-        keys, groups = self._keys(records, input_index)
-        fn, ctx, set_key, out = self._fns[input_index], self._ctx, self.set_current_key, []
-        record = None
-        self.backend.begin_batch()
-        try:
-            for key, group, record in zip(keys, groups, records, strict=True):
-                set_key(key, group)
-                _emit_results(fn(record, ctx), out)
-        except Exception as exc:
-            raise self.fail(record, exc) from exc
-        finally:
-            self.backend.end_batch()
-        if out:
-            self.output.emit(out)
+        self._ctx = ctx = _KeyedContext(self)
+        fn1, fn2 = self.function.process_element1, self.function.process_element2
+        self._calls = [
+            lambda record, out: _emit_results(fn1(record, ctx), out),
+            lambda record, out: _emit_results(fn2(record, ctx), out),
+        ]
 
 
 def _state_type(type_info: Any) -> Any:

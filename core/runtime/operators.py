@@ -166,6 +166,15 @@ class StreamOperator:
     def fail(self, record: Any, exc: BaseException) -> UserCodeError:
         return UserCodeError(self.name, self.subtask, record, exc)
 
+    def run_c_loop(self, records: list, loop: Any) -> list:
+        """Run ``loop(iterator)`` -- a C-level pass such as ``list(map(fn, it))`` -- and on
+        failure name the record the iterator was at."""
+        it = iter(records)
+        try:
+            return loop(it)
+        except Exception as exc:
+            raise self.fail(_failed_record(records, it), exc) from exc
+
 
 class MapOperator(StreamOperator):
     def __init__(self, name: str, function: Any) -> None:
@@ -179,11 +188,8 @@ class MapOperator(StreamOperator):
         self._fn = as_map_fn(self.function)
 
     def process(self, records: list, input_index: int = 0) -> None:
-        it = iter(records)
-        try:
-            out = list(map(self._fn, it))
-        except Exception as exc:
-            raise self.fail(_failed_record(records, it), exc) from exc
+        fn = self._fn
+        out = self.run_c_loop(records, lambda it: list(map(fn, it)))
         self.output.emit(out)
 
 
@@ -199,12 +205,10 @@ class FlatMapOperator(StreamOperator):
         self._fn = as_flat_map_fn(self.function)
 
     def process(self, records: list, input_index: int = 0) -> None:
-        it = iter(records)
-        try:
-            # filter(None, ...) drops None (and empty) results: nothing to emit for those
-            out = list(chain.from_iterable(filter(None, map(self._fn, it))))
-        except Exception as exc:
-            raise self.fail(_failed_record(records, it), exc) from exc
+        fn = self._fn
+        out = self.run_c_loop(
+            records, lambda it: list(chain.from_iterable(filter(None, map(fn, it))))
+        )
         if out:
             self.output.emit(out)
 
@@ -221,11 +225,8 @@ class FilterOperator(StreamOperator):
         self._fn = as_filter_fn(self.function)
 
     def process(self, records: list, input_index: int = 0) -> None:
-        it = iter(records)
-        try:
-            out = list(filter(self._fn, it))
-        except Exception as exc:
-            raise self.fail(_failed_record(records, it), exc) from exc
+        fn = self._fn
+        out = self.run_c_loop(records, lambda it: list(filter(fn, it)))
         if out:
             self.output.emit(out)
 
@@ -544,11 +545,8 @@ class CoMapOperator(StreamOperator):
         self._fns = [self.function.map1, self.function.map2]
 
     def process(self, records: list, input_index: int = 0) -> None:
-        it = iter(records)
-        try:
-            out = [r for r in map(self._fns[input_index], it) if r is not None]
-        except Exception as exc:
-            raise self.fail(_failed_record(records, it), exc) from exc
+        fn = self._fns[input_index]
+        out = self.run_c_loop(records, lambda it: [r for r in map(fn, it) if r is not None])
         if out:
             self.output.emit(out)
 
@@ -565,11 +563,10 @@ class CoFlatMapOperator(StreamOperator):
         self._fns = [self.function.flat_map1, self.function.flat_map2]
 
     def process(self, records: list, input_index: int = 0) -> None:
-        it = iter(records)
-        try:
-            out = list(chain.from_iterable(filter(None, map(self._fns[input_index], it))))
-        except Exception as exc:
-            raise self.fail(_failed_record(records, it), exc) from exc
+        fn = self._fns[input_index]
+        out = self.run_c_loop(
+            records, lambda it: list(chain.from_iterable(filter(None, map(fn, it))))
+        )
         if out:
             self.output.emit(out)
 
