@@ -191,9 +191,10 @@ STATE_BACKEND = _option(
 # --- network stack -----------------------------------------------------------
 SEGMENT_SIZE = _option(
     "taskmanager.memory.segment-size",
-    64 * 1024,
+    256 * 1024,
     parse_memory_size,
-    "Size of one network buffer (chosen by bench/test_channel_throughput.py).",
+    "Size of one network buffer (chosen by bench/test_channel_throughput.py; 1 MiB for batches "
+    ">= 256 KiB).",
     _segment_check,
 )
 BUFFERS_PER_CHANNEL = _option(

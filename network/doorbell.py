@@ -3,7 +3,8 @@
 Data never travels here: a message only says "buffer 17 of your channel 3 holds
 4,096 bytes, 2 more are queued" (DATA), "buffer 17 is free again, +1 credit"
 (RECYCLE) or "+2 credits" (CREDIT). Every process owns one pipe; all its peers
-write into it. Messages are 16 bytes, far below PIPE_BUF, so writes from many
+write into it. Messages are 16 bytes; a writer writes one or several whole
+messages at a time, never more than PIPE_BUF bytes, so writes from many
 processes never interleave, and the write syscall orders the buffer contents
 before the notice. The number of messages that can be outstanding towards one
 process is bounded by the buffers and credits of its channels, and the pipe is
@@ -12,17 +13,29 @@ enlarged to hold far more than that, so a writer never blocks in practice.
 
 from __future__ import annotations
 
+import array
 import fcntl
 import os
 import struct
+import termios
 from enum import IntEnum
 
-__all__ = ["Kind", "MESSAGE", "DoorbellReader", "DoorbellWriter", "create_doorbell_pipe"]
+__all__ = [
+    "Kind",
+    "MESSAGE",
+    "PIPE_BUF",
+    "DoorbellReader",
+    "DoorbellWriter",
+    "create_doorbell_pipe",
+]
 
 #: kind (u8), pad, target (u16: channel or subpartition index in the receiving
 #: process), buffer (u32), length (u32), value (u32: backlog or credit)
 MESSAGE = struct.Struct("<BxHIII")
+#: writes of at most this many bytes to a pipe are atomic (POSIX guarantees 512, Linux 4096)
+PIPE_BUF = 4096
 _F_SETPIPE_SZ = 1031
+_FIONREAD = getattr(termios, "FIONREAD", 0x541B)
 _PIPE_SIZE = 1 << 20
 
 
@@ -49,36 +62,61 @@ class DoorbellReader:
         self._fd = fd
         os.set_blocking(fd, False)
         self._rest = b""
+        self._available = array.array("i", [0])
 
     def fileno(self) -> int:
         return self._fd
 
+    def pending_bytes(self) -> int:
+        """Bytes waiting in the pipe (FIONREAD: no exception when there are none), or -1."""
+        try:
+            fcntl.ioctl(self._fd, _FIONREAD, self._available, True)
+        except OSError:  # pragma: no cover - not a pipe that supports FIONREAD
+            return -1
+        return self._available[0]
+
     def drain(self) -> list[tuple[int, int, int, int, int]]:
         """Every complete message currently in the pipe (possibly none)."""
+        pending = self.pending_bytes()
+        if pending == 0:
+            return []
         chunks = [self._rest] if self._rest else []
+        size = pending if pending > 0 else 65536
         while True:
             try:
-                data = os.read(self._fd, 65536)
+                data = os.read(self._fd, size)
             except BlockingIOError:
                 break
             if not data:
                 break
             chunks.append(data)
-            if len(data) < 65536:
+            if len(data) < size or pending > 0:
                 break
         if not chunks:
             return []
-        data = b"".join(chunks)
+        data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
         usable = len(data) - len(data) % MESSAGE.size
         self._rest = data[usable:]
-        return list(MESSAGE.iter_unpack(data[:usable]))
+        return list(MESSAGE.iter_unpack(data[:usable] if self._rest else data))
 
 
 class DoorbellWriter:
-    """The sending end towards one peer process."""
+    """The sending end towards one peer process.
+
+    :meth:`send` writes one message at once. :meth:`post` only queues it, and
+    :meth:`flush` writes everything queued with as few ``os.write`` calls as
+    possible -- one per :data:`PIPE_BUF` bytes, so that every write is still
+    atomic -- which saves system calls and wake-ups of the peer when several
+    messages arise together (a burst of DATA when credit arrives, a RECYCLE and
+    the CREDIT that follows it). Whoever posts must flush before it returns to
+    code that may wait for the peer.
+    """
+
+    __slots__ = ("_fd", "_pending")
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._pending: list[bytes] = []
 
     def fileno(self) -> int:
         return self._fd
@@ -86,4 +124,37 @@ class DoorbellWriter:
     def send(
         self, kind: int, target: int, buffer: int = 0, length: int = 0, value: int = 0
     ) -> None:
-        os.write(self._fd, MESSAGE.pack(kind, target, buffer, length, value))
+        """Write one message now (after any still pending, to keep their order)."""
+        if self._pending:
+            self._pending.append(MESSAGE.pack(kind, target, buffer, length, value))
+            self.flush()
+        else:
+            os.write(self._fd, MESSAGE.pack(kind, target, buffer, length, value))
+
+    def post(
+        self, kind: int, target: int, buffer: int = 0, length: int = 0, value: int = 0
+    ) -> None:
+        """Queue one message for the next :meth:`flush`."""
+        self._pending.append(MESSAGE.pack(kind, target, buffer, length, value))
+
+    @property
+    def pending(self) -> int:
+        """Messages posted and not yet written."""
+        return len(self._pending)
+
+    def flush(self) -> None:
+        """Write every posted message, in order, in writes of at most PIPE_BUF bytes."""
+        pending = self._pending
+        if not pending:
+            return
+        if len(pending) == 1:
+            data = pending[0]
+        else:
+            data = b"".join(pending)
+        pending.clear()
+        if len(data) <= PIPE_BUF:
+            os.write(self._fd, data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), PIPE_BUF):
+            os.write(self._fd, view[start : start + PIPE_BUF])

@@ -17,15 +17,29 @@ import pyarrow as pa
 from .buffer_pool import NetworkBufferPool
 from .credit import CreditLedger
 from .doorbell import DoorbellWriter, Kind
-from .frames import FIRST, LAST, FrameKind, iter_frames, read_batch
+from .frames import FIRST, HEADER, LAST, BatchReader, FrameKind, read_batch
 
 __all__ = ["InputChannel", "InputGate"]
+
+_BATCH = FrameKind.BATCH
+_BATCH_BODY = FrameKind.BATCH_BODY
+_EVENT = FrameKind.EVENT
+_FRAGMENT = FrameKind.FRAGMENT
 
 
 class InputChannel:
     """The consumer's view of one producer subpartition."""
 
-    __slots__ = ("index", "peer", "peer_subpartition", "queue", "ended", "fragments", "in_ready")
+    __slots__ = (
+        "index",
+        "peer",
+        "peer_subpartition",
+        "queue",
+        "ended",
+        "fragments",
+        "in_ready",
+        "batches",
+    )
 
     def __init__(self, index: int, peer: DoorbellWriter, peer_subpartition: int) -> None:
         self.index = index
@@ -35,6 +49,7 @@ class InputChannel:
         self.ended = False
         self.fragments: list[bytes] | None = None
         self.in_ready = False
+        self.batches = BatchReader()  #: the channel's schema, parsed once
 
 
 class InputGate:
@@ -53,9 +68,16 @@ class InputGate:
         self._ready: deque[InputChannel] = deque()
         self.buffers_received = 0
         self.bytes_received = 0
+        #: the distinct doorbell writers of the channels' producers
+        self._peers: list[DoorbellWriter] = list({id(ch.peer): ch.peer for ch in channels}.values())
 
     # -- doorbell -------------------------------------------------------------
     def on_data(self, channel: int, buffer: int, length: int, backlog: int) -> None:
+        self._on_data(channel, buffer, length, backlog)
+        self._flush_peers()
+
+    def _on_data(self, channel: int, buffer: int, length: int, backlog: int) -> None:
+        """:meth:`on_data` leaving CREDIT messages pending (the caller flushes)."""
         ch = self.channels[channel]
         ch.queue.append((buffer, length))
         if not ch.in_ready:
@@ -63,7 +85,11 @@ class InputGate:
             self._ready.append(ch)
         for target, n in self.ledger.on_backlog(channel, backlog):
             peer = self.channels[target]
-            peer.peer.send(Kind.CREDIT, peer.peer_subpartition, 0, 0, n)
+            peer.peer.post(Kind.CREDIT, peer.peer_subpartition, 0, 0, n)
+
+    def _flush_peers(self) -> None:
+        for peer in self._peers:
+            peer.flush()
 
     # -- consuming ------------------------------------------------------------
     def has_data(self) -> bool:
@@ -86,10 +112,15 @@ class InputGate:
     def recycle(self, channel: int, buffer: int) -> None:
         """Give ``buffer`` back to its producer with the credit the ledger decides."""
         ch = self.channels[channel]
-        ch.peer.send(Kind.RECYCLE, ch.peer_subpartition, buffer, 0, self.ledger.on_recycle(channel))
-        for target, n in self.ledger.redistribute():
+        ch.peer.post(Kind.RECYCLE, ch.peer_subpartition, buffer, 0, self.ledger.on_recycle(channel))
+        grants = self.ledger.redistribute()
+        if not grants:
+            ch.peer.flush()
+            return
+        for target, n in grants:
             peer = self.channels[target]
-            peer.peer.send(Kind.CREDIT, peer.peer_subpartition, 0, 0, n)
+            peer.peer.post(Kind.CREDIT, peer.peer_subpartition, 0, 0, n)
+        self._flush_peers()
 
     def read(
         self, channel: int, memory: memoryview
@@ -101,19 +132,28 @@ class InputGate:
         valid only until :meth:`recycle`.
         """
         ch = self.channels[channel]
-        for kind, flags, event, payload in iter_frames(memory, len(memory)):
-            if kind == FrameKind.BATCH:
-                yield FrameKind.BATCH, read_batch(payload), 0, None
-            elif kind == FrameKind.EVENT:
-                yield FrameKind.EVENT, None, event, payload
-            elif kind == FrameKind.FRAGMENT:
+        batches = ch.batches
+        unpack = HEADER.unpack_from
+        length = len(memory)
+        offset = 0
+        while offset + 8 <= length:
+            size, kind, flags, event = unpack(memory, offset)
+            start = offset + 8
+            offset = (start + size + 7) & ~7
+            if kind == _BATCH_BODY or kind == _BATCH:
+                yield _BATCH, batches.read(kind, memory[start : start + size]), 0, None
+            elif kind == _EVENT:
+                yield _EVENT, None, event, memory[start : start + size]
+            elif kind == _FRAGMENT:
                 if flags & FIRST:
                     ch.fragments = []
-                ch.fragments.append(bytes(payload))
+                ch.fragments.append(bytes(memory[start : start + size]))
                 if flags & LAST:
                     data = pa.py_buffer(b"".join(ch.fragments))
                     ch.fragments = None
-                    yield FrameKind.BATCH, read_batch(data), 0, None
+                    yield _BATCH, read_batch(data), 0, None
+            else:
+                raise RuntimeError(f"unknown frame kind {kind}")
 
     def all_ended(self) -> bool:
         return all(ch.ended for ch in self.channels)

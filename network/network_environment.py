@@ -13,8 +13,13 @@ from dataclasses import dataclass, field
 
 from .buffer_pool import LocalBufferPool, NetworkBufferPool
 from .doorbell import DoorbellReader, DoorbellWriter, Kind
+from .frames import ChannelStream
 from .input_gate import InputChannel, InputGate
 from .result_partition import BackpressureStats, ResultPartition, ResultSubpartition
+
+_DATA = int(Kind.DATA)
+_RECYCLE = int(Kind.RECYCLE)
+_CREDIT = int(Kind.CREDIT)
 
 __all__ = [
     "SubpartitionDescriptor",
@@ -78,7 +83,10 @@ class NetworkEnvironment:
         )
         self.doorbell = DoorbellReader(doorbell_fd)
         self._writers = {task: DoorbellWriter(fd) for task, fd in peer_fds.items()}
+        self._writer_list = list(self._writers.values())
         self.stats = BackpressureStats()
+        # one seekable view of the pool for the Arrow writers of all output channels
+        self._pool_file = ChannelStream.open_pool(pool_fd) if descriptor.partitions else None
         self.subpartitions: list[ResultSubpartition] = []
         self.partitions: list[ResultPartition] = []
         for part in descriptor.partitions:
@@ -92,6 +100,8 @@ class NetworkEnvironment:
                     descriptor.exclusive_credits,
                     wait,
                     self.stats,
+                    None if self._pool_file is None else ChannelStream(self._pool_file),
+                    self.process_doorbell,
                 )
                 subs.append(rs)
             self.subpartitions.extend(subs)
@@ -116,18 +126,27 @@ class NetworkEnvironment:
     def process_doorbell(self) -> int:
         """Dispatch every pending doorbell message; returns how many there were."""
         messages = self.doorbell.drain()
+        if not messages:
+            return 0
         route = self._channel_route
         subs = self.subpartitions
-        for kind, target, buffer, length, value in messages:
-            if kind == Kind.DATA:
-                gate, local = route[target]
-                gate.on_data(local, buffer, length, value)
-            elif kind == Kind.RECYCLE:
-                subs[target].on_recycle(buffer, value)
-            elif kind == Kind.CREDIT:
-                subs[target].on_credit(value)
-            else:
-                raise RuntimeError(f"unknown doorbell message kind {kind}")
+        # the replies (DATA after RECYCLE/CREDIT, CREDIT after DATA) are only posted
+        # here, and written below with one write per peer
+        try:
+            for kind, target, buffer, length, value in messages:
+                if kind == _DATA:
+                    gate, local = route[target]
+                    gate._on_data(local, buffer, length, value)
+                elif kind == _RECYCLE:
+                    subs[target]._on_recycle(buffer, value)
+                elif kind == _CREDIT:
+                    subs[target]._on_credit(value)
+
+                else:
+                    raise RuntimeError(f"unknown doorbell message kind {kind}")
+        finally:
+            for writer in self._writer_list:
+                writer.flush()
         return len(messages)
 
     def flush_all(self) -> None:
@@ -142,4 +161,9 @@ class NetworkEnvironment:
         return all(sub.all_buffers_returned() for sub in self.subpartitions)
 
     def close(self) -> None:
+        for sub in self.subpartitions:
+            sub.close()
+        if self._pool_file is not None:
+            self._pool_file.close()
+            self._pool_file = None
         self.pool.close()

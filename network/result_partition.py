@@ -7,6 +7,12 @@ operator blocks in :meth:`ResultSubpartition._request_buffer` -- that is
 backpressure -- while the task keeps serving doorbell and control messages
 through the ``wait`` callback, so recycled buffers and cancellation still get
 through.
+
+Buffers are kept full: a batch that does not fit the free space of the current
+buffer is cut by rows, the first part filling the buffer. The batches of a
+channel form one Arrow IPC stream (:class:`~flowrun.network.frames.ChannelStream`),
+so the schema is written once per channel. DATA messages are only posted while
+a call works and written together when it returns (or before it waits).
 """
 
 from __future__ import annotations
@@ -19,9 +25,23 @@ import pyarrow as pa
 
 from .buffer_pool import LocalBufferPool, NetworkBufferPool
 from .doorbell import DoorbellWriter, Kind
-from .frames import FIRST, BufferBuilder, ipc_stream_size, serialize_stream
+from .frames import (
+    FIRST,
+    BufferBuilder,
+    ChannelStream,
+    fit_rows,
+    record_batch_size,
+    schema_info,
+    serialize_stream,
+)
 
 __all__ = ["ResultSubpartition", "ResultPartition", "BackpressureStats"]
+
+#: a batch is sliced into the free space of a partly filled buffer only if that
+#: space is at least 1/16 of the buffer; below, the buffer is handed over as is
+_MIN_SLICE_SHIFT = 4
+#: a buffer with less free space than this is handed over at once
+_FINISH_BELOW = 512 + 8
 
 
 class BackpressureStats:
@@ -46,8 +66,12 @@ class ResultSubpartition:
         initial_credit: int,
         wait: Callable[[], None],
         stats: BackpressureStats,
+        stream: ChannelStream | None = None,
+        poll: Callable[[], object] | None = None,
     ) -> None:
         self._pool = pool
+        self._stream = stream
+        self._poll = poll
         self.local_pool = local_pool
         self._peer = peer
         self._peer_channel = peer_channel
@@ -62,43 +86,98 @@ class ResultSubpartition:
 
     # -- producing ------------------------------------------------------------
     def _request_buffer(self) -> None:
+        if self._queue and self._poll is not None:
+            # buffers wait for credit: take in the recycles and credits that arrived
+            # meanwhile, so that they go out now rather than after this batch
+            self._poll()
         index = self.local_pool.request()
         if index is None:
+            self._peer.flush()  # the consumer must learn of every queued buffer before we wait
             start = time.perf_counter_ns()
             self._stats.waits += 1
             while index is None:
                 self._wait()
                 index = self.local_pool.request()
             self._stats.blocked_ns += time.perf_counter_ns() - start
-        self._current = BufferBuilder(self._pool.buffer(index))
+        self._current = BufferBuilder(
+            self._pool.buffer(index), self._stream, index * self._pool.segment_size
+        )
         self._current_index = index
 
     def _finish_current(self) -> None:
-        if self._current is not None and not self._current.is_empty():
-            self._queue.append((self._current_index, self._current.offset))
+        current = self._current
+        if current is not None and not current.is_empty():
+            current.close()
+            self._queue.append((self._current_index, current.offset))
             self._current = None
             self._current_index = -1
 
     def add_batch(self, batch: pa.RecordBatch) -> None:
-        """Serialise ``batch`` into this channel's buffers (slicing what does not fit)."""
-        size = ipc_stream_size(batch)
+        """Serialise ``batch`` into this channel's buffers, keeping them full.
+
+        A batch that does not fit the free space of the current buffer is
+        sliced: the rows that fit fill the buffer, the rest go on in the next
+        one. A single row larger than a buffer travels as fragments.
+        """
+        self._add_batch(batch)
+        self._peer.flush()
+
+    def _add_batch(self, batch: pa.RecordBatch) -> None:
+        info = schema_info(batch.schema)
+        if info.has_dictionaries:
+            self._add_stream_batch(batch)
+            return
+        size = record_batch_size(batch)
+        current = self._current
+        while True:
+            if current is None:
+                self._request_buffer()
+                current = self._current
+            space = current.space_for(info)
+            if size <= space:
+                current.append_batch(batch, info, size)
+                if current.capacity - current.offset < _FINISH_BELOW:
+                    self._finish_current()
+                    self._send_queued()
+                return
+            empty = current.offset == 0
+            if empty or space >= current.capacity >> _MIN_SLICE_SHIFT:
+                rows, head_size = fit_rows(batch, size, space, info)
+                if rows:
+                    current.append_batch(batch.slice(0, rows), info, head_size)
+                    batch = batch.slice(rows)
+                    size = record_batch_size(batch)
+                elif empty:  # a single row larger than a buffer
+                    if batch.num_rows <= 1:
+                        self._add_fragmented(batch)
+                        return
+                    self._add_fragmented(batch.slice(0, 1))
+                    batch = batch.slice(1)
+                    size = record_batch_size(batch)
+                    current = self._current
+                    continue
+            self._finish_current()
+            self._send_queued()
+            current = None
+
+    def _add_stream_batch(self, batch: pa.RecordBatch) -> None:
+        """Batches with dictionaries: one complete stream per frame, halved when too big."""
         if self._current is None:
             self._request_buffer()
-        if self._current.write_batch(batch, size):
+        if self._current.write_batch(batch):
             self._on_written()
             return
         if not self._current.is_empty():
             self._finish_current()
             self._send_queued()
             self._request_buffer()
-            if self._current.write_batch(batch, size):
+            if self._current.write_batch(batch):
                 self._on_written()
                 return
-        # Too big for an empty buffer: split by rows, or fragment a single row.
         if batch.num_rows > 1:
             half = batch.num_rows // 2
-            self.add_batch(batch.slice(0, half))
-            self.add_batch(batch.slice(half))
+            self._add_stream_batch(batch.slice(0, half))
+            self._add_stream_batch(batch.slice(half))
         else:
             self._add_fragmented(batch)
 
@@ -115,7 +194,7 @@ class ResultSubpartition:
             self._send_queued()
 
     def _on_written(self) -> None:
-        if self._current.remaining_payload < 512:
+        if self._current.capacity - self._current.offset < _FINISH_BELOW:
             self._finish_current()
             self._send_queued()
 
@@ -133,6 +212,7 @@ class ResultSubpartition:
         """Hand over the partly filled buffer (buffer timeout, latency mode, events)."""
         self._finish_current()
         self._send_queued()
+        self._peer.flush()
 
     def has_pending(self) -> bool:
         return self._current is not None and not self._current.is_empty()
@@ -145,21 +225,37 @@ class ResultSubpartition:
             self.credit -= 1
             self.buffers_sent += 1
             self.bytes_sent += length
-            self._peer.send(Kind.DATA, self._peer_channel, index, length, len(queue))
+            self._peer.post(Kind.DATA, self._peer_channel, index, length, len(queue))
 
     def on_recycle(self, index: int, credit: int) -> None:
+        self._on_recycle(index, credit)
+        self._peer.flush()
+
+    def _on_recycle(self, index: int, credit: int) -> None:
+        """:meth:`on_recycle` leaving DATA messages pending (the caller flushes the peer)."""
         self.local_pool.recycle(index)
         if credit:
             self.credit += credit
             self._send_queued()
 
     def on_credit(self, credit: int) -> None:
+        self._on_credit(credit)
+        self._peer.flush()
+
+    def _on_credit(self, credit: int) -> None:
         self.credit += credit
         self._send_queued()
 
     @property
     def backlog(self) -> int:
         return len(self._queue)
+
+    def close(self) -> None:
+        """Drop the Arrow writers (they reference shared memory)."""
+        if self._current is not None:
+            self._current.close()
+        if self._stream is not None:
+            self._stream.reset()
 
     def all_buffers_returned(self) -> bool:
         return self.local_pool.num_available == self.local_pool.size

@@ -10,8 +10,28 @@ import pytest
 
 from flowrun.network.buffer_pool import LocalBufferPool, NetworkBufferPool
 from flowrun.network.credit import CreditLedger
-from flowrun.network.doorbell import create_doorbell_pipe
-from flowrun.network.frames import BufferBuilder, EventKind, FrameKind, ipc_stream_size, iter_frames
+from flowrun.network.doorbell import (
+    MESSAGE,
+    PIPE_BUF,
+    DoorbellReader,
+    DoorbellWriter,
+    Kind,
+    create_doorbell_pipe,
+)
+from flowrun.network.frames import (
+    BatchReader,
+    BufferBuilder,
+    EventKind,
+    FrameKind,
+    ipc_stream_size,
+    iter_frames,
+    read_batch,
+    record_batch_size,
+    rows_that_fit,
+    schema_info,
+    serialize_stream,
+)
+from flowrun.network.input_gate import InputChannel, InputGate
 from flowrun.network.network_environment import (
     ChannelDescriptor,
     InputGateDescriptor,
@@ -20,6 +40,7 @@ from flowrun.network.network_environment import (
     ResultPartitionDescriptor,
     SubpartitionDescriptor,
 )
+from flowrun.network.result_partition import BackpressureStats, ResultSubpartition
 
 
 def test_ipc_stream_size_is_exact():
@@ -27,12 +48,16 @@ def test_ipc_stream_size_is_exact():
         batch = pa.record_batch(
             [pa.array(range(n)), pa.array([str(i) for i in range(n)])], names=["a", "b"]
         )
+        assert ipc_stream_size(batch) == serialize_stream(batch).size
         mem = memoryview(bytearray(ipc_stream_size(batch) + 64))
         builder = BufferBuilder(mem)
         assert builder.write_batch(batch)
         ((kind, _flags, _event, payload),) = list(iter_frames(mem, builder.offset))
         assert kind == FrameKind.BATCH
-        assert len(payload) == ipc_stream_size(batch)
+        # schema + record batch, without the end-of-stream marker
+        assert len(payload) == ipc_stream_size(batch) - 8
+        assert len(payload) == batch.schema.serialize().size + record_batch_size(batch)
+        assert read_batch(payload).equals(batch)
 
 
 def test_frames_keep_order_and_alignment():
@@ -43,10 +68,23 @@ def test_frames_keep_order_and_alignment():
         assert builder.write_batch(b)
     assert builder.write_event(EventKind.END_OF_PARTITION)
     frames = list(iter_frames(mem, builder.offset))
-    assert [f[0] for f in frames] == [FrameKind.BATCH] * 5 + [FrameKind.EVENT]
+    # the schema is written once per buffer: one BATCH, then bare record batch messages
+    assert [f[0] for f in frames] == [FrameKind.BATCH] + [FrameKind.BATCH_BODY] * 4 + [
+        FrameKind.EVENT
+    ]
     assert frames[-1][2] == EventKind.END_OF_PARTITION
     offsets = [payload.obj is mem.obj for _, _, _, payload in frames]
     assert all(offsets)
+    base = memoryview(mem).cast("B")
+    start = pa.py_buffer(base).address
+    reader = BatchReader()
+    for (kind, _flags, _event, payload), batch in zip(frames[:-1], batches, strict=True):
+        got = reader.read(kind, payload)
+        assert got.equals(batch)
+        for column in got.columns:  # zero-copy, 8-byte aligned, inside the buffer
+            data = column.buffers()[1]
+            assert start <= data.address < start + len(mem)
+            assert data.address % 8 == 0
 
 
 def test_batch_that_does_not_fit_is_refused_without_writing():
@@ -155,3 +193,322 @@ def test_local_buffer_pool_recycles(segment):
     assert local.request() == 3 and local.request() == 4 and local.request() is None
     local.recycle(3)
     assert local.num_available == 1 and local.request() == 3
+
+
+# -- one channel inside this process ------------------------------------------------
+
+
+class _LocalChannel:
+    """A producer and a consumer NetworkEnvironment in this process, joined by one channel."""
+
+    def __init__(self, segment: int, buffers: int = 10) -> None:
+        self.pool = NetworkBufferPool.create("test", buffers, segment)
+        prod_r, prod_w = create_doorbell_pipe()
+        cons_r, cons_w = create_doorbell_pipe()
+        self._fds = [prod_r, prod_w, cons_r, cons_w]
+        sub = SubpartitionDescriptor(1, 0, list(range(buffers)))
+        producer_desc = NetworkDescriptor(
+            buffers, segment, 2, 8, partitions=[ResultPartitionDescriptor(0, [sub])]
+        )
+        consumer_desc = NetworkDescriptor(
+            buffers, segment, 2, 8, gates=[InputGateDescriptor(0, 0, [ChannelDescriptor(0, 0)])]
+        )
+        self.consumer = NetworkEnvironment(
+            consumer_desc, os.dup(self.pool.fd), cons_r, {0: prod_w}, lambda: None
+        )
+        self.producer = NetworkEnvironment(
+            producer_desc, os.dup(self.pool.fd), prod_r, {1: cons_w}, self.pump
+        )
+        self.sub = self.producer.subpartitions[0]
+        self.gate = self.consumer.gates[0]
+        self.batches: list[pa.RecordBatch] = []  #: received, copied out of shared memory
+        self.events: list[int] = []
+        self.buffers: list[tuple[int, list[int]]] = []  #: (length, frame kinds) received
+
+    def pump(self) -> None:
+        """Consume everything that arrived, then let the producer see the recycles."""
+        self.consumer.process_doorbell()
+        while (polled := self.gate.poll()) is not None:
+            channel, buffer, memory = polled
+            self.buffers.append((len(memory), [f[0] for f in iter_frames(memory, len(memory))]))
+            for kind, batch, event, _payload in self.gate.read(channel, memory):
+                if kind == FrameKind.BATCH:
+                    self.batches.append(pa.RecordBatch.from_pylist(batch.to_pylist(), batch.schema))
+                else:
+                    self.events.append(event)
+            batch = None
+            del memory
+            self.gate.recycle(channel, buffer)
+        self.producer.process_doorbell()
+
+    def finish(self) -> None:
+        self.sub.add_event(EventKind.END_OF_PARTITION)
+        while not self.producer.outputs_drained() or self.gate.has_data():
+            self.pump()
+
+    def close(self) -> None:
+        self.producer.close()
+        self.consumer.close()
+        self.pool.close()
+        for fd in self._fds:
+            os.close(fd)
+
+
+def test_slice_to_fit_keeps_buffers_full():
+    segment = 8192
+    channel = _LocalChannel(segment)
+    try:
+        n = 0
+        for _ in range(20):  # 1,000 int64 rows: a message of ~8 KB, just under a buffer
+            channel.sub.add_batch(pa.record_batch([pa.array(range(n, n + 1000))], names=["x"]))
+            n += 1000
+            channel.pump()
+        channel.finish()
+        rows = [v for b in channel.batches for v in b.column(0).to_pylist()]
+        assert rows == list(range(n))
+        assert channel.events == [EventKind.END_OF_PARTITION]
+        data_buffers = channel.buffers[:-1]  # the last one was flushed by the event
+        # every buffer handed over full: no buffer left half empty by a batch that did not fit
+        assert all(length >= segment - 600 for length, _kinds in data_buffers[:-1])
+        assert len(data_buffers) <= 21  # 160 KB in 8 KiB buffers (halving would need 40)
+        assert len(channel.batches) <= 40  # a batch is cut at most once per buffer
+    finally:
+        channel.close()
+
+
+def test_a_row_larger_than_a_buffer_travels_as_fragments():
+    channel = _LocalChannel(4096)
+    try:
+        big = "x" * 10_000
+        batch = pa.record_batch([pa.array(["a", big, "b", "c"])], names=["s"])
+        channel.sub.add_batch(batch)
+        channel.pump()
+        channel.finish()
+        got = [v for b in channel.batches for v in b.column(0).to_pylist()]
+        assert got == ["a", big, "b", "c"]
+        assert any(FrameKind.FRAGMENT in kinds for _length, kinds in channel.buffers)
+    finally:
+        channel.close()
+
+
+def _batch_kinds(channel):
+    return [
+        kind
+        for _length, kinds in channel.buffers
+        for kind in kinds
+        if kind in (FrameKind.BATCH, FrameKind.BATCH_BODY)
+    ]
+
+
+def test_schema_is_written_and_parsed_once_per_channel(monkeypatch):
+    parsed = []
+    read_schema = pa.ipc.read_schema
+
+    def counting_read_schema(*args, **kwargs):
+        parsed.append(1)
+        return read_schema(*args, **kwargs)
+
+    monkeypatch.setattr(pa.ipc, "read_schema", counting_read_schema)
+    channel = _LocalChannel(4096)
+    try:
+        n = 0
+        for _ in range(40):
+            channel.sub.add_batch(pa.record_batch([pa.array(range(n, n + 30))], names=["x"]))
+            n += 30
+            channel.pump()
+        channel.sub.flush()
+        channel.pump()
+        assert len(channel.buffers) >= 3
+        # one schema message for the whole channel, then bare record batch messages,
+        # in later buffers too
+        assert _batch_kinds(channel) == [FrameKind.BATCH] + [FrameKind.BATCH_BODY] * 39
+        assert len(parsed) == 1
+        # a schema that differs only in its metadata is a new schema
+        tagged = pa.record_batch([pa.array([n])], names=["x"]).replace_schema_metadata({"k": "v"})
+        channel.sub.add_batch(tagged)
+        channel.sub.add_batch(pa.record_batch([pa.array([n + 1])], names=["x"]))
+        # a batch with dictionaries travels as a stream of its own, and the next batch
+        # without them brings its schema again
+        words = pa.array(["a", "b", "a"]).dictionary_encode()
+        channel.sub.add_batch(pa.record_batch([words], names=["w"]))
+        channel.sub.add_batch(pa.record_batch([pa.array([n + 2])], names=["x"]))
+        channel.sub.add_batch(pa.record_batch([pa.array([n + 3])], names=["x"]))
+        channel.finish()
+        assert _batch_kinds(channel)[40:] == [FrameKind.BATCH] * 4 + [FrameKind.BATCH_BODY]
+        assert len(parsed) == 5
+        assert channel.batches[40].schema.metadata == {b"k": b"v"}
+        assert channel.batches[41].schema.metadata is None
+        assert channel.batches[42].column(0).to_pylist() == ["a", "b", "a"]
+        assert pa.types.is_dictionary(channel.batches[42].schema.field(0).type)
+        rows = [
+            v for i, b in enumerate(channel.batches) if i != 42 for v in b.column(0).to_pylist()
+        ]
+        assert rows == list(range(n + 4))
+    finally:
+        channel.close()
+
+
+def test_a_schema_pushed_out_of_the_cache_continues_its_stream():
+    channel = _LocalChannel(4096)
+    try:
+        channel.sub.add_batch(pa.record_batch([pa.array([0])], names=["x"]))
+        for i in range(40):  # more schemas than the cache keeps
+            schema_info(pa.schema([(f"c{i}", pa.int8())]))
+        channel.sub.add_batch(pa.record_batch([pa.array([1])], names=["x"]))
+        channel.finish()
+        assert _batch_kinds(channel) == [FrameKind.BATCH, FrameKind.BATCH_BODY]
+        assert [b.column(0)[0].as_py() for b in channel.batches] == [0, 1]
+    finally:
+        channel.close()
+
+
+def test_a_buffer_without_a_channel_stream_starts_its_own():
+    mem = memoryview(bytearray(1 << 14))
+    batch = pa.record_batch([pa.array(range(10))], names=["x"])
+    builder = BufferBuilder(mem)
+    assert builder.write_batch(batch) and builder.write_batch(batch)
+    assert builder.write_event(EventKind.WATERMARK, b"12345678")
+    assert builder.write_batch(batch) and builder.write_batch(batch)
+    frames = list(iter_frames(mem, builder.offset))
+    assert [f[0] for f in frames] == [
+        FrameKind.BATCH,
+        FrameKind.BATCH_BODY,
+        FrameKind.EVENT,
+        FrameKind.BATCH,
+        FrameKind.BATCH_BODY,
+    ]
+    assert bytes(frames[2][3]) == b"12345678"
+    reader = BatchReader()
+    for kind, _flags, _event, payload in frames:
+        if kind != FrameKind.EVENT:
+            assert reader.read(kind, payload).equals(batch)
+
+
+def test_schemas_and_dictionaries_mixed_in_one_buffer():
+    mem = memoryview(bytearray(1 << 16))
+    builder = BufferBuilder(mem)
+    ints = pa.record_batch([pa.array([1, 2, 3])], names=["x"])
+    dicts = pa.record_batch([pa.array(["a", "b", "a"]).dictionary_encode()], names=["d"])
+    floats = pa.record_batch([pa.array([0.5])], names=["x"])
+    nested = pa.record_batch(
+        [pa.array([[1, 2], None, []]), pa.array([{"a": "x"}, None, {"a": None}])],
+        names=["l", "s"],
+    )
+    sent = [ints, ints, dicts, ints, floats, dicts, nested, nested, ints]
+    for batch in sent:
+        assert builder.write_batch(batch)
+    reader = BatchReader()
+    got = [reader.read(kind, payload) for kind, _f, _e, payload in iter_frames(mem, builder.offset)]
+    assert len(got) == len(sent)
+    for a, b in zip(got, sent, strict=True):
+        assert a.equals(b) and a.schema.equals(b.schema, check_metadata=True)
+
+
+def test_rows_that_fit_never_overshoots():
+    batch = pa.record_batch(
+        [pa.array([str(i) * (i % 7) for i in range(5000)]), pa.array(range(5000))],
+        names=["s", "n"],
+    )
+    size = record_batch_size(batch)
+    assert rows_that_fit(batch, size, size) == batch.num_rows
+    for space in (100, 1000, 4096, 20_000, size - 1):
+        rows = rows_that_fit(batch, size, space)
+        assert rows < batch.num_rows
+        if rows:
+            assert record_batch_size(batch.slice(0, rows)) <= space
+    assert rows_that_fit(batch, size, 20_000) > 0
+
+
+# -- doorbell batching --------------------------------------------------------------
+
+
+@pytest.fixture
+def counted_writes(monkeypatch):
+    sizes: list[int] = []
+    write = os.write
+
+    def counting_write(fd, data):
+        sizes.append(len(data))
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", counting_write)
+    return sizes
+
+
+def test_doorbell_writer_batches_posted_messages(counted_writes):
+    r, w = create_doorbell_pipe()
+    try:
+        reader, writer = DoorbellReader(r), DoorbellWriter(w)
+        for i in range(3):
+            writer.post(Kind.DATA, 1, i, 100, 0)
+        assert writer.pending == 3 and counted_writes == [] and reader.drain() == []
+        writer.flush()
+        assert counted_writes == [3 * MESSAGE.size]
+        writer.post(Kind.RECYCLE, 2, 7, 0, 1)
+        writer.send(Kind.CREDIT, 2, 0, 0, 4)  # send keeps the order of what was posted
+        assert counted_writes[1:] == [2 * MESSAGE.size]
+        n = 600  # more than PIPE_BUF: several writes, each atomic
+        for i in range(n):
+            writer.post(Kind.DATA, 0, i, 0, 0)
+        writer.flush()
+        assert all(size <= PIPE_BUF and size % MESSAGE.size == 0 for size in counted_writes)
+        assert sum(counted_writes[2:]) == n * MESSAGE.size and len(counted_writes) == 2 + 3
+        messages = reader.drain()
+        assert [m[2] for m in messages[:3]] == [0, 1, 2]
+        assert messages[3] == (Kind.RECYCLE, 2, 7, 0, 1)
+        assert messages[4] == (Kind.CREDIT, 2, 0, 0, 4)
+        assert [m[2] for m in messages[5:]] == list(range(n))
+        assert writer.pending == 0
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_burst_of_data_goes_out_in_one_write(counted_writes):
+    segment = 4096
+    pool = NetworkBufferPool.create("test", 4, segment)
+    r, w = create_doorbell_pipe()
+    try:
+        sub = ResultSubpartition(
+            pool,
+            LocalBufferPool(range(4)),
+            DoorbellWriter(w),
+            0,
+            0,
+            lambda: None,
+            BackpressureStats(),
+        )
+        for i in range(3):  # three full buffers, queued: no credit yet
+            sub.add_batch(pa.record_batch([pa.array(range(i * 500, i * 500 + 500))], names=["x"]))
+        assert sub.backlog == 3 and counted_writes == []
+        sub.on_credit(3)
+        assert counted_writes == [3 * MESSAGE.size]
+        messages = DoorbellReader(r).drain()
+        assert [(m[0], m[4]) for m in messages] == [(Kind.DATA, 2), (Kind.DATA, 1), (Kind.DATA, 0)]
+    finally:
+        os.close(r)
+        os.close(w)
+        pool.close()
+
+
+def test_recycle_and_the_credit_it_frees_go_out_in_one_write(counted_writes):
+    pool = NetworkBufferPool.create("test", 4, 4096)
+    r, w = create_doorbell_pipe()
+    try:
+        peer = DoorbellWriter(w)
+        gate = InputGate(pool, [InputChannel(0, peer, 0), InputChannel(1, peer, 1)], 1, 1)
+        gate.on_data(0, 0, 16, 1)  # channel 0 has a backlog: it gets the floating credit
+        gate.on_data(1, 1, 16, 3)  # channel 1 too, but none is left
+        gate.on_data(0, 2, 16, 0)  # channel 0 drained
+        assert counted_writes == [MESSAGE.size]  # the first grant
+        for _ in range(3):
+            gate.poll()
+        del counted_writes[:]
+        gate.recycle(0, 0)  # the floating credit goes back to the gate and on to channel 1
+        assert counted_writes == [2 * MESSAGE.size]
+        messages = DoorbellReader(r).drain()
+        assert messages[-2:] == [(Kind.RECYCLE, 0, 0, 0, 0), (Kind.CREDIT, 1, 0, 0, 1)]
+    finally:
+        os.close(r)
+        os.close(w)
+        pool.close()
