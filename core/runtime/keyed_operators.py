@@ -49,8 +49,9 @@ class KeyedOperator(StreamOperator):
         self.backend = self.ctx.keyed_backend
         self.timers = self.ctx.timer_service
         self.timer_service = TimerServiceFacade(self.timers, self)
-        self.current_key: Any = None
-        self.current_key_group = -1
+        # The backend holds the current key; records set it through the backend's own
+        # method directly (one call per record, not two).
+        self.set_current_key = self.backend.set_current_key
         self._key_fns = [as_key_selector(k) for k in self.key_selectors]
         self.backend.begin_batch()
         try:
@@ -108,13 +109,16 @@ class KeyedOperator(StreamOperator):
         if out:
             self.output.emit(out)
 
-    def set_current_key(self, key: Any, key_group: int) -> None:
-        self.current_key = key
-        self.current_key_group = key_group
-        self.backend.set_current_key(key, key_group)
+    @property
+    def current_key(self) -> Any:
+        return self.backend.get_current_key()
+
+    @property
+    def current_key_group(self) -> int:
+        return self.backend.get_current_key_group()
 
     def get_current_key(self) -> Any:
-        return self.current_key
+        return self.backend.get_current_key()
 
     # -- timers -----------------------------------------------------------------------
     def next_timer(self) -> int | None:
