@@ -418,20 +418,25 @@ class BatchReader:
     last one's, and decodes the BATCH_BODY frames that follow.
     """
 
-    __slots__ = ("schema", "_schema_bytes", "_has_dictionaries")
+    __slots__ = ("schema", "_schema_bytes", "_has_dictionaries", "exported")
 
     def __init__(self) -> None:
         self.schema: pa.Schema | None = None
         self._schema_bytes = b""
         self._has_dictionaries = False
+        #: the memoryview the last batch's buffers were exported from: while an Arrow
+        #: object still references the batch, ``exported.release()`` raises BufferError
+        self.exported: memoryview | None = None
 
     def read(self, kind: int, payload: memoryview) -> pa.RecordBatch:
         if kind == FrameKind.BATCH_BODY:
             if self.schema is None:
                 raise RuntimeError("a BATCH_BODY frame arrived before any schema")
+            self.exported = payload
             message = pa.ipc.read_message(pa.py_buffer(payload))
             return pa.ipc.read_record_batch(message, self.schema)
         if payload[:4] != _CONTINUATION:
+            self.exported = payload
             return read_batch(payload)  # pragma: no cover - pre-1.0 IPC format
         end = 8 + int.from_bytes(payload[4:8], "little")
         schema_bytes = bytes(payload[:end])
@@ -440,8 +445,10 @@ class BatchReader:
             self._schema_bytes = schema_bytes
             self._has_dictionaries = any(_has_dictionary(field.type) for field in self.schema)
         if self._has_dictionaries:
+            self.exported = payload
             return read_batch(payload)
-        message = pa.ipc.read_message(pa.py_buffer(payload[end:]))
+        body = self.exported = payload[end:]
+        message = pa.ipc.read_message(pa.py_buffer(body))
         return pa.ipc.read_record_batch(message, self.schema)
 
 

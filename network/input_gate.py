@@ -123,13 +123,16 @@ class InputGate:
         self._flush_peers()
 
     def read(
-        self, channel: int, memory: memoryview
+        self, channel: int, memory: memoryview, copy: bool = False
     ) -> Iterator[tuple[int, pa.RecordBatch | None, int, memoryview | None]]:
         """Decode the frames of a buffer into ``(kind, batch, event, payload)`` items.
 
-        Fragments are reassembled across buffers; the resulting batch lives in
-        ordinary memory. Everything else references the shared buffer and is
-        valid only until :meth:`recycle`.
+        A batch is read zero-copy from the shared buffer and its ``payload`` is the
+        memoryview its Arrow buffers were exported from: as long as any Arrow object
+        still references the batch, ``payload.release()`` raises BufferError, so the
+        task can tell whether the buffer may be recycled. With ``copy`` the frame is
+        copied to ordinary memory first (payload None). Fragments are reassembled in
+        ordinary memory. Events reference the shared buffer until :meth:`recycle`.
         """
         ch = self.channels[channel]
         batches = ch.batches
@@ -141,7 +144,12 @@ class InputGate:
             start = offset + 8
             offset = (start + size + 7) & ~7
             if kind == _BATCH_BODY or kind == _BATCH:
-                yield _BATCH, batches.read(kind, memory[start : start + size]), 0, None
+                if copy:
+                    frame = memoryview(bytes(memory[start : start + size]))
+                    yield _BATCH, batches.read(kind, frame), 0, None
+                else:
+                    batch = batches.read(kind, memory[start : start + size])
+                    yield _BATCH, batch, 0, batches.exported
             elif kind == _EVENT:
                 yield _EVENT, None, event, memory[start : start + size]
             elif kind == _FRAGMENT:

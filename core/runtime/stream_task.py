@@ -297,6 +297,8 @@ class StreamTask:
         self.net: NetworkEnvironment | None = None
         self.operators: list[StreamOperator] = []
         self._extra_fds: list[int] = []
+        #: buffers whose zero-copy data an operator still references: (gate, ch, buf, views)
+        self._held: list = []
 
     # -- waiting ------------------------------------------------------------------
     def _handle_control(self) -> None:
@@ -450,6 +452,24 @@ class StreamTask:
                 self._flush_timer()
                 next_flush = now + timeout_s
 
+    def _recycle_released(self) -> None:
+        """Recycle held buffers whose zero-copy data nobody references any more."""
+        still = []
+        for gate, channel, buffer, views in self._held:
+            if _released(views):
+                gate.recycle(channel, buffer)
+            else:
+                still.append((gate, channel, buffer, views))
+        self._held = still
+
+    def _warn_copy(self, gate_index: int) -> None:
+        sys.stderr.write(
+            f"flowrun: '{self.spec.vertex_name}' ({self.subtask}) keeps references to input "
+            f"batches after processing them; input {gate_index} is copied out of shared memory "
+            "from now on (copy what you keep, e.g. with pyarrow.concat_batches, to stay "
+            "zero-copy)\n"
+        )
+
     def _timer_deadline(self) -> float | None:
         """``time.monotonic()`` at which the next processing-time timer is due."""
         due = [t for t in (op.next_timer() for op in self.keyed_operators) if t is not None]
@@ -473,6 +493,7 @@ class StreamTask:
         net = self.net
         gates = net.gates
         process = self.operators[0].process
+        copy_input = [False] * len(gates)
         in_edges = self.spec.in_edges
         serializers = self.in_serializers
         flush_always = self.flush_always
@@ -493,25 +514,41 @@ class StreamTask:
                 # buffer is recycled at once. Arrow batches are zero-copy views of the
                 # buffer: they are processed before their buffer is recycled.
                 pending: list = []
+                copy = copy_input[gate_index]
                 while len(pending) < _MINI_BATCH_RECORDS:
                     polled = gate.poll()
                     if polled is None:
                         break
                     channel, buffer, memory = polled
-                    for kind, batch, event, _payload in gate.read(channel, memory):
+                    views = []
+                    for kind, batch, event, payload in gate.read(channel, memory, copy):
                         if kind == FrameKind.BATCH:
                             if serializer is None:
                                 process(batch, input_index)
                             else:
                                 pending.extend(serializer.from_batch(batch))
+                            batch = None  # noqa: PLW2901 - drop our reference before the check
+                            if payload is not None:
+                                views.append(payload)
                         elif event == EventKind.END_OF_PARTITION:
                             gate.channels[channel].ended = True
                     del memory
-                    gate.recycle(channel, buffer)
+                    if views and not _released(views):
+                        # An operator kept zero-copy data of this buffer: recycle it only
+                        # when those references are gone, and copy this gate's input from
+                        # now on so that its channels keep their credit.
+                        self._held.append((gate, channel, buffer, views))
+                        if not copy:
+                            copy = copy_input[gate_index] = True
+                            self._warn_copy(gate_index)
+                    else:
+                        gate.recycle(channel, buffer)
                 if pending:
                     process(pending, input_index)
                 if flush_always:
                     net.flush_all()
+            if self._held:
+                self._recycle_released()
             if control.poll():
                 self._handle_control()
             if self.keyed_operators:
@@ -532,6 +569,11 @@ class StreamTask:
             operator.flush()
         for operator in self.operators:
             operator.close()
+        # Every producer has sent its end of partition, so none writes again: buffers
+        # still held for zero-copy data kept by an operator can go back now.
+        for gate, channel, buffer, _views in self._held:
+            gate.recycle(channel, buffer)
+        self._held = []
         self._close_backends()
         for partition in self.net.partitions:
             partition.broadcast_event(EventKind.END_OF_PARTITION)
@@ -626,6 +668,27 @@ def run_subtask(fds: list[int], spec_bytes: bytes, info: TaskInfo) -> int:
         except Exception:
             pass
         os.environ.pop("FLOWRUN_SUBTASK", None)
+
+
+def _released(views: list) -> bool:
+    """Release the memoryviews batches were read from; False if Arrow still uses one."""
+    ok = True
+    for view in views:
+        try:
+            view.release()
+        except BufferError:
+            ok = False
+    if not ok:
+        views[:] = [v for v in views if _still_exported(v)]
+    return ok
+
+
+def _still_exported(view: memoryview) -> bool:
+    try:
+        view.nbytes  # noqa: B018 - a released view raises ValueError here
+    except ValueError:
+        return False
+    return True
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
