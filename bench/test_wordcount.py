@@ -1,4 +1,5 @@
-"""Word count end to end on the Zipf input, rows API and Arrow API, at p = 1 and 2.
+"""Word count end to end on the Zipf input, rows API and Arrow API, at p = 1 and 2,
+on both keyed state backends (``state.backend`` = ``hashmap`` and ``lmdb``, the default).
 
 Each round runs the engine job in this process (``env.execute()``: the
 JobManager here, one process per subtask) and, right after it, the
@@ -32,6 +33,7 @@ from wordcount_data import ensure_input
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 
 JOBS = {"rows": word_count_rows, "arrow": word_count_arrow}
+BACKENDS = ["hashmap", "lmdb"]  # state.backend; the engine's default is lmdb
 TARGETS = {("rows", 2): 0.25, ("arrow", 2): 1.4}
 
 
@@ -58,9 +60,13 @@ def _engine_counts(out_dir: str) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("parallelism", [1, 2])
 @pytest.mark.parametrize("api", ["rows", "arrow"])
-def test_word_count(benchmark, bench_report, input_path, warm_engine, api, parallelism) -> None:
+def test_word_count(
+    benchmark, bench_report, input_path, warm_engine, api, parallelism, backend
+) -> None:
+    config = {"state.backend": backend}
     engine_s: list[float] = []
     net_s: list[float] = []
     dict_s: list[float] = []
@@ -72,7 +78,7 @@ def test_word_count(benchmark, bench_report, input_path, warm_engine, api, paral
         with tempfile.TemporaryDirectory(prefix="flowrun-bench-") as out:
             with ChildCpuMonitor() as cpu:
                 start = time.perf_counter()
-                result = JOBS[api](input_path, parallelism, out)
+                result = JOBS[api](input_path, parallelism, out, config)
                 engine_s.append(time.perf_counter() - start)
             cpu_s.append(cpu.cpu_seconds)
             net_s.append(result.get_net_runtime() / 1000)
@@ -87,6 +93,7 @@ def test_word_count(benchmark, bench_report, input_path, warm_engine, api, paral
     ratios = [d / e for d, e in zip(dict_s, engine_s, strict=True)]
     speed = statistics.median(ratios)
     figures = {
+        "state_backend": backend,
         "speed_vs_dict_loop": speed,
         "speed_vs_dict_loop_best": max(ratios),
         "cpu_vs_dict_loop": statistics.median(c / d for c, d in zip(cpu_s, dict_s, strict=True)),
