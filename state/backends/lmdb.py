@@ -80,6 +80,7 @@ DEFAULT_MAP_SIZE = 32 << 20
 """Initial map size per environment; it doubles whenever it fills up."""
 
 _MAX_GROWTH_STEP = 4 << 30  # beyond this, grow linearly: doubling 64 GiB would reserve 64 more
+_KEY_CACHE_SIZE = 65_536  # encoded str keys remembered by set_current_key
 _MAX_TXN_WRITES = 100_000  # commit mid-batch after this many writes: bounds the replay log
 _FORMAT = b"flowrun-lmdb-keyed-state/1"
 _STATE_DB = b"flowrun-state"
@@ -201,6 +202,7 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         self._kg_start = key_group_range.start
         self._kg_end = key_group_range.end
         self._serialize_key = self.key_serializer.serialize
+        self._klp_cache: dict[str, bytes] = {}
         self.grow_count = 0
         self._env = self._open_env(map_size)
         self._db = self._env.open_db(_STATE_DB)
@@ -457,20 +459,31 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
             key_group = assign_to_key_group(key, self.max_parallelism)
         if not self._kg_start <= key_group <= self._kg_end:
             self._key_group_of(key, key_group)  # raises with the full explanation
-        try:
-            data = self._serialize_key(key)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"key {key!r} does not match the key type "
-                f"{self.key_type_repr or '<undeclared>'} of operator {self.operator_id!r}: {exc}"
-            ) from exc
-        size = len(data)
-        if size > _MAX_KEY_BYTES:
-            raise self._too_long(b"\x00" * (size + _HEADER))
+        # str keys repeat across records: remember their encoding (only exact str, so
+        # that keys equal in Python but different in type never share an entry)
+        klp = self._klp_cache.get(key) if type(key) is str else None
+        if klp is None:
+            try:
+                data = self._serialize_key(key)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"key {key!r} does not match the key type "
+                    f"{self.key_type_repr or '<undeclared>'} of operator {self.operator_id!r}: "
+                    f"{exc}"
+                ) from exc
+            size = len(data)
+            if size > _MAX_KEY_BYTES:
+                raise self._too_long(b"\x00" * (size + _HEADER))
+            klp = _SIZE_BYTES[size] + data
+            if type(key) is str:
+                cache = self._klp_cache
+                if len(cache) >= _KEY_CACHE_SIZE:
+                    cache.clear()
+                cache[key] = klp
         self._current_key = key
         self._current_key_group = key_group
         self._kg2 = _KG_BYTES[key_group]
-        self._klp = _SIZE_BYTES[size] + data
+        self._klp = klp
 
     # -- bulk access -------------------------------------------------------------------
 
