@@ -18,7 +18,6 @@ from __future__ import annotations
 import queue
 import signal
 import threading
-from collections.abc import Iterator
 from enum import Enum
 from typing import Any
 
@@ -384,7 +383,3 @@ def _run_with_sigint(jm: Any) -> Any:
         return jm.run()
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _iter_records(it: Iterator) -> Iterator:
-    yield from it

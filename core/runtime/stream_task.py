@@ -296,7 +296,6 @@ class StreamTask:
         self.subtask = f"{info.index + 1}/{info.parallelism}"
         self.net: NetworkEnvironment | None = None
         self.operators: list[StreamOperator] = []
-        self._extra_fds: list[int] = []
         #: buffers whose zero-copy data an operator still references: (gate, ch, buf, views)
         self._held: list = []
 
@@ -667,7 +666,6 @@ def run_subtask(fds: list[int], spec_bytes: bytes, info: TaskInfo) -> int:
             sys.stdout.flush()
         except Exception:
             pass
-        os.environ.pop("FLOWRUN_SUBTASK", None)
 
 
 def _released(views: list) -> bool:
