@@ -63,6 +63,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flowrun.core.reprs import short_repr as _short_repr
 from flowrun.core.row import Row, RowKind
 from flowrun.core.typeinfo import (
     _NULLABLE_BASIC,
@@ -120,14 +121,6 @@ def _gc_paused(method: Callable) -> Callable:
             gc.enable()
 
     return wrapper
-
-
-def _short_repr(obj: Any, limit: int = 200) -> str:
-    try:
-        text = repr(obj)
-    except Exception as exc:  # a broken __repr__ must not hide the real error
-        text = f"<{type(obj).__name__} with failing repr: {exc}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RecordTypeError(TypeError):

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from flowrun.core.reprs import short_repr as _short_repr
 from flowrun.state.key_groups import (
     UnhashableKeyError,
     assign_key_groups,
@@ -59,18 +60,9 @@ __all__ = [
     "split_rows_by_channel",
 ]
 
-_REPR_LIMIT = 200
 # Lists are split in chunks of this many records: the gather stays in cache, which measured
 # about 1.5x faster than one pass over a 1M-record list.
 _SPLIT_CHUNK = 1 << 14
-
-
-def _short_repr(value: Any, limit: int = _REPR_LIMIT) -> str:
-    try:
-        text = repr(value)
-    except Exception as exc:  # a broken __repr__ must not hide the real error
-        text = f"<unrepresentable {type(value).__qualname__}: {exc!r}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:

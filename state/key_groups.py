@@ -51,6 +51,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flowrun.core.reprs import short_repr as _short_repr
+
 __all__ = [
     "DEFAULT_LOWER_BOUND_MAX_PARALLELISM",
     "UPPER_BOUND_MAX_PARALLELISM",
@@ -81,7 +83,6 @@ _MASK32 = 0xFFFFFFFF
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _CANONICAL_NAN_BITS = 0x7FF8000000000000
-_REPR_LIMIT = 200
 _UTF16_NATIVE = "utf-16-le" if sys.byteorder == "little" else "utf-16-be"
 
 
@@ -110,14 +111,6 @@ def picklable_or_repr(value: Any) -> Any:
     except Exception:
         return _short_repr(value)
     return value
-
-
-def _short_repr(value: Any, limit: int = _REPR_LIMIT) -> str:
-    try:
-        text = repr(value)
-    except Exception as exc:  # a broken __repr__ must not hide the real error
-        text = f"<unrepresentable {type(value).__qualname__}: {exc!r}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _to_int32(value: int) -> int:

@@ -81,6 +81,7 @@ from typing import Any
 
 import numpy as np
 
+from flowrun.core.reprs import short_repr as _short_repr
 from flowrun.core.row import Row, RowKind
 from flowrun.core.typeinfo import (
     BasicArrayTypeInfo,
@@ -114,15 +115,6 @@ _BYTE = tuple(bytes((i,)) for i in range(256))
 _NULL_FRAME = b"\x00"
 _EMPTY_STRING = b"\xff"  # never valid UTF-8, so it cannot collide with a real string
 _KINDS = tuple(RowKind)
-_REPR_LIMIT = 200
-
-
-def _short_repr(value: Any, limit: int = _REPR_LIMIT) -> str:
-    try:
-        text = repr(value)
-    except Exception as exc:  # a broken __repr__ must not hide the real error
-        text = f"<unrepresentable {type(value).__qualname__}: {exc!r}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class StateTypeError(TypeError):

@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flowrun.core.reprs import short_repr as _short_repr
+
 __all__ = [
     "UserCodeError",
     "Output",
@@ -36,14 +38,6 @@ __all__ = [
     "CoFlatMapOperator",
     "CoProcessOperator",
 ]
-
-
-def _short_repr(value: Any, limit: int = 200) -> str:
-    try:
-        text = repr(value)
-    except Exception as exc:  # a user object whose repr fails
-        text = f"<unprintable {type(value).__name__}: {exc}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class UserCodeError(Exception):
