@@ -8,35 +8,56 @@ messages and network credits, so **no method may block for long**: a reader with
 hand out returns ``[]`` and tells the loop what to wait for (:meth:`SourceReader.fileno`,
 :meth:`SourceReader.next_wakeup`).
 
-Example (a complete, if tiny, source)::
+A source is *replayable* (exactly-once after a failure) when its readers describe their
+remaining work as splits (:meth:`SourceReader.snapshot_state`) and the source can build a
+reader that resumes any share of them (:meth:`Source.restore_reader`).
+
+Example (a complete, if tiny, replayable source)::
 
     >>> class Countdown(Source):
     ...     def create_reader(self, subtask_index, parallelism):
-    ...         return CountdownReader()
+    ...         return CountdownReader([(3, 2, 1)])
+    ...     def restore_reader(self, subtask_index, parallelism, splits):
+    ...         return CountdownReader(splits)
     >>> class CountdownReader(SourceReader):
-    ...     def __init__(self):
-    ...         self.left = [3, 2, 1]
+    ...     def __init__(self, splits):
+    ...         self.left = [n for split in splits for n in split]
     ...     def poll(self, max_records):
     ...         if not self.left:
     ...             return None
     ...         out, self.left = self.left[:max_records], self.left[max_records:]
     ...         return out
+    ...     def snapshot_state(self, checkpoint_id):
+    ...         return [tuple(self.left)] if self.left else []
     >>> reader = Countdown().create_reader(0, 1)
     >>> reader.open()
-    >>> reader.poll(2), reader.poll(2), reader.poll(2)
-    ([3, 2], [1], None)
+    >>> reader.poll(2), reader.snapshot_state(1)
+    ([3, 2], [(1,)])
+    >>> restored = Countdown().restore_reader(0, 1, [(1,)])
+    >>> restored.poll(2), restored.poll(2)
+    ([1], None)
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
 from flowrun.core.connectors.serialization import records_of_batch
+from flowrun.core.reprs import short_repr
 
-__all__ = ["DeliveryGuarantee", "Sink", "SinkWriter", "Source", "SourceReader"]
+_T = TypeVar("_T")
+
+__all__ = [
+    "DeliveryGuarantee",
+    "Sink",
+    "SinkWriter",
+    "Source",
+    "SourceReader",
+    "as_split",
+]
 
 
 class DeliveryGuarantee(enum.Enum):
@@ -45,6 +66,39 @@ class DeliveryGuarantee(enum.Enum):
     EXACTLY_ONCE = 0
     AT_LEAST_ONCE = 1
     NONE = 2
+
+
+def as_split(split_type: type[_T], split: Any, source: str) -> _T:
+    """``split`` as a ``split_type`` NamedTuple, or a ValueError naming the source and why.
+
+    Restored splits come from a checkpoint, maybe one written by an older job; a tuple or a
+    dict with the right fields is accepted, anything else is refused before reading starts.
+
+    >>> from typing import NamedTuple
+    >>> class Range(NamedTuple):
+    ...     next: int
+    ...     stop: int
+    >>> as_split(Range, (3, 9), "numbers")
+    Range(next=3, stop=9)
+    >>> as_split(Range, "3..9", "numbers")
+    Traceback (most recent call last):
+    ...
+    ValueError: numbers cannot restore split '3..9': expected Range(next, stop)
+    """
+    if isinstance(split, split_type):
+        return split
+    try:
+        if isinstance(split, dict):
+            return split_type(**split)
+        if isinstance(split, (tuple, list)):
+            return split_type(*split)
+    except TypeError:
+        pass
+    fields = ", ".join(split_type._fields)  # type: ignore[attr-defined]
+    raise ValueError(
+        f"{source} cannot restore split {short_repr(split)}: expected "
+        f"{split_type.__name__}({fields})"
+    )
 
 
 class SourceReader:
@@ -72,9 +126,25 @@ class SourceReader:
         """``time.monotonic()`` value at which more data is due, or ``None``."""
         return None
 
-    def position(self) -> dict[str, Any]:
-        """The read position (offsets, counts) that a checkpoint would record."""
-        return {}
+    def snapshot_state(self, checkpoint_id: int) -> list[Any]:
+        """The reader's remaining work, as a list of *splits*, for checkpoint ``checkpoint_id``.
+
+        This is what makes a source replayable, and so exactly-once after a failure: the
+        engine stores the splits of all readers as operator list state (``SPLIT_DISTRIBUTE``)
+        and, on restore, hands each new reader an even share of their union through
+        :meth:`Source.restore_reader`, at the old or at any other parallelism.
+
+        A split is small and picklable (a ``NamedTuple`` of paths, offsets, counters) and
+        describes work that any reader can pick up, on its own. The list is consistent with
+        everything :meth:`poll` has returned so far: those records count as emitted and are
+        not in any split. Finished splits are dropped, so a reader that is done returns ``[]``.
+        The engine calls this between polls, never during one; it must cost O(splits), never
+        O(records), since it runs on every checkpoint.
+
+        The default, ``[]``, is for sources that cannot replay: after a restore they start
+        afresh (see :meth:`Source.restore_reader`).
+        """
+        return []
 
     def close(self) -> None:
         """Release resources; safe to call more than once and after a failed ``open``."""
@@ -98,6 +168,30 @@ class Source:
     def produces_arrow(self) -> bool:
         """True when readers return ``pyarrow.RecordBatch`` instead of lists."""
         return False
+
+    def restore_reader(
+        self, subtask_index: int, parallelism: int, splits: list[Any]
+    ) -> SourceReader:
+        """A reader of subtask ``subtask_index`` out of ``parallelism`` resuming ``splits``.
+
+        ``splits`` is this subtask's share of the union of what the old readers returned from
+        :meth:`SourceReader.snapshot_state`; the old job may have run at any parallelism. The
+        reader must emit exactly the records these splits still hold, each split in its own
+        order, and nothing else; with no splits a bounded source's reader is done at once.
+
+        The default is for sources whose readers keep no state (the default
+        ``snapshot_state``): they cannot replay, so the reader starts afresh, as Flink does
+        with a source function that is not checkpointed. A source whose readers do return
+        splits must override this; the default refuses splits rather than drop them.
+        """
+        if splits:
+            raise NotImplementedError(
+                f"{type(self).__name__} cannot restore its readers' splits: its readers "
+                f"return splits from snapshot_state() but the source does not implement "
+                f"restore_reader() (got {len(splits)} split(s) for subtask "
+                f"{subtask_index} of {parallelism})"
+            )
+        return self.create_reader(subtask_index, parallelism)
 
 
 class SinkWriter:

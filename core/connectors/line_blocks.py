@@ -14,6 +14,12 @@ A line longer than a chunk is accumulated across calls; :meth:`LineBlockReader.r
 returns :data:`PENDING` when its time budget ran out first, so a gigantic line never stalls the
 mailbox loop for long.
 
+Resuming after a checkpoint needs nothing special: a reader records
+:attr:`LineBlockReader.next_line_offset`, which is a line start (or its split's start, while it
+is still looking for the first line), and a new reader over ``[that offset, end)`` applies the
+same rule: byte ``offset - 1`` is the ``\\n`` ending the previous line, so the line at
+``offset`` is its own, and it stops at the same last line.
+
 Example::
 
     >>> import tempfile, os
@@ -61,6 +67,11 @@ class LineBlockReader:
         self._pending: list[bytes] = []  # pieces of a line longer than a chunk
         self._pending_len = 0
         self._done = start >= end
+
+    @property
+    def done(self) -> bool:
+        """True once the split's last block has been handed out (or it has none)."""
+        return self._done
 
     @property
     def next_line_offset(self) -> int:

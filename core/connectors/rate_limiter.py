@@ -111,6 +111,23 @@ class RateLimiterStrategy:
             return NoOpRateLimiter()
         return BurstyRateLimiter(self.records_per_second / parallelism, clock=self.clock)
 
+    def create_rate_limiter_for_share(self, share: float) -> RateLimiter:
+        """The limiter of a reader that carries ``share`` (0..1) of the source's work.
+
+        A reader restored at another parallelism may hold the work of several old readers (or
+        none), so its fair rate is the source's rate times the share of the work it holds,
+        not ``rate / parallelism``; this keeps the source's total rate what the user asked.
+
+        >>> strategy = RateLimiterStrategy.per_second(30)
+        >>> strategy.create_rate_limiter_for_share(2 / 3).rate
+        20.0
+        """
+        if not 0.0 <= share <= 1.0 + 1e-9:
+            raise ValueError(f"a reader's share of the rate must be within 0..1, got {share}")
+        if self.records_per_second is None or share <= 0.0:
+            return NoOpRateLimiter()
+        return BurstyRateLimiter(self.records_per_second * min(share, 1.0), clock=self.clock)
+
     @staticmethod
     def per_second(
         records_per_second: float, *, clock: Callable[[], float] = time.monotonic

@@ -4,7 +4,11 @@ The reader connects to ``hostname:port`` and emits the text between delimiters (
 a ``\\n`` delimiter is dropped). The socket is non-blocking: :meth:`SocketTextReader.poll`
 takes what the kernel has and :meth:`SocketTextReader.fileno` lets the mailbox loop wait for
 more. Bytes are decoded as UTF-8, malformed sequences becoming U+FFFD (as Java's reader does).
-Delivery is at-most-once: nothing can be replayed.
+
+Delivery is **at-most-once**, as in Flink: a socket cannot be rewound, so the reader records
+no splits (``snapshot_state`` returns ``[]``) and a restored job connects afresh. Records
+emitted after the last completed checkpoint, and text the reader had received but not yet
+emitted, are lost on a failure; nothing is ever emitted twice.
 
 When the server closes the connection, ``max_retry`` decides what happens (as in Flink):
 ``0`` ends the stream, ``n > 0`` allows ``n`` more connection attempts over the life of the
@@ -131,6 +135,17 @@ class SocketTextSource(Source):
                 f"{subtask_index} of {parallelism}"
             )
         return SocketTextReader(self)
+
+    def restore_reader(
+        self, subtask_index: int, parallelism: int, splits: list[Any]
+    ) -> SocketTextReader:
+        """A fresh connection: nothing was recorded, nothing can be replayed (at-most-once)."""
+        if splits:
+            raise ValueError(
+                f"socket source records no splits and cannot restore {len(splits)}: "
+                f"the state does not belong to this source"
+            )
+        return self.create_reader(subtask_index, parallelism)
 
     def is_bounded(self) -> bool:
         return False
@@ -282,9 +297,19 @@ class SocketTextReader(SourceReader):
             return self._clock() + _CONNECT_CHECK_INTERVAL
         return None
 
-    def position(self) -> dict[str, Any]:
-        """Counters only: a socket cannot be rewound (at-most-once)."""
-        return {"bytes_received": self._bytes_received, "records": self._records_emitted}
+    @property
+    def bytes_received(self) -> int:
+        """Bytes read from the socket so far, over all connections."""
+        return self._bytes_received
+
+    @property
+    def records_emitted(self) -> int:
+        """Records returned by ``poll`` so far."""
+        return self._records_emitted
+
+    def snapshot_state(self, checkpoint_id: int) -> list[Any]:
+        """``[]``: a socket cannot be rewound, so there is nothing to resume (at-most-once)."""
+        return []
 
     def close(self) -> None:
         self._drop_socket()

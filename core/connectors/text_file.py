@@ -14,6 +14,14 @@ Records are ``str`` lines without their ``\\n`` / ``\\r\\n``; with ``as_arrow=Tr
 per line). Bytes that are invalid in the charset raise :class:`TextDecodeError` naming the file
 and byte offset.
 
+Replay: a reader's remaining work is one :class:`FileSplit` ``(path, start, end)`` per file
+range it has not finished, where ``start`` is the offset of the next line not yet emitted (the
+range's own start while the reader has not found its first line yet). Offsets are line starts,
+so the rule above still assigns every remaining line to exactly one split, however the restored
+splits are spread over the new readers. A snapshot costs O(splits): the next line's offset is
+found with one vectorised pass over the current block (at most ``chunk_size`` bytes), and only
+when a checkpoint comes in the middle of a block.
+
 Example::
 
     >>> import os, tempfile
@@ -25,6 +33,11 @@ Example::
     [['to', 'be'], ['or', 'not']]
     >>> [r.poll(100) for r in readers]
     [None, None]
+    >>> reader = source.create_reader(0, 1)
+    >>> reader.poll(3), reader.snapshot_state(1) == [FileSplit(path, 9, 13)]
+    (['to', 'be', 'or'], True)
+    >>> source.restore_reader(0, 1, [FileSplit(path, 9, 13)]).poll(100)
+    ['not']
 """
 
 from __future__ import annotations
@@ -33,9 +46,10 @@ import os
 import time
 from typing import Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 
-from flowrun.core.connectors.base import Source, SourceReader
+from flowrun.core.connectors.base import Source, SourceReader, as_split
 from flowrun.core.connectors.line_blocks import DEFAULT_CHUNK_SIZE, PENDING, LineBlockReader
 from flowrun.core.connectors.line_decoding import (
     LINE_SCHEMA,
@@ -43,7 +57,6 @@ from flowrun.core.connectors.line_decoding import (
     arrow_lines,
     check_charset,
     decode_lines,
-    line_start,
 )
 
 __all__ = [
@@ -62,7 +75,7 @@ _NO_LINES = pa.RecordBatch.from_arrays([pa.array([], pa.string())], schema=LINE_
 
 
 class FileSplit(NamedTuple):
-    """Bytes ``[start, end)`` of the file at ``path``."""
+    """The lines of the file at ``path`` whose first byte lies in ``[start, end)``."""
 
     path: str
     start: int
@@ -138,6 +151,33 @@ class TextFileSource(Source):
         splits = reader_splits(self.files, subtask_index, parallelism)
         return TextFileReader(splits, self._codec, self.as_arrow, self.chunk_size)
 
+    def restore_reader(
+        self, subtask_index: int, parallelism: int, splits: list[Any]
+    ) -> TextFileReader:
+        """Read the rest of ``splits``, one after another, each in file order.
+
+        The recorded paths are read, whatever the source's path is now (as Flink's file source
+        does); a file that has gone fails the job when the reader reaches it.
+        """
+        if not 0 <= subtask_index < parallelism:
+            raise ValueError(f"subtask {subtask_index} outside 0..{parallelism - 1}")
+        restored = []
+        for split in splits:
+            s = as_split(FileSplit, split, "text file source")
+            if not (
+                isinstance(s.path, str)
+                and isinstance(s.start, int)
+                and isinstance(s.end, int)
+                and 0 <= s.start <= s.end
+            ):
+                raise ValueError(
+                    f"text file source cannot restore split {s}: expected a path and byte "
+                    f"offsets 0 <= start <= end"
+                )
+            if s.start < s.end:
+                restored.append(s)
+        return TextFileReader(restored, self._codec, self.as_arrow, self.chunk_size)
+
     def is_bounded(self) -> bool:
         return True
 
@@ -169,6 +209,7 @@ class TextFileReader(SourceReader):
         self._lines: LineBlockReader | None = None
         self._block = b""  # raw bytes of the lines being handed out
         self._block_offset = 0  # file offset of ``_block``
+        self._newlines: np.ndarray | None = None  # of ``_block``, computed by a snapshot
         self._records: list[str] | pa.RecordBatch | None = None
         self._count = 0
         self._taken = 0
@@ -206,6 +247,7 @@ class TextFileReader(SourceReader):
                 return _NO_LINES if self._as_arrow else []
             assert isinstance(result, tuple)
             self._block_offset, self._block = result
+            self._newlines = None
             self._records = self._convert(self._block, self._block_offset)
             self._count = len(self._records)
             self._taken = 0
@@ -233,22 +275,32 @@ class TextFileReader(SourceReader):
     def next_wakeup(self) -> float | None:
         return time.monotonic() if self._call_again else None
 
-    def position(self) -> dict[str, Any]:
-        """``offset`` is the file offset of the next unread line of file ``path``.
-
-        While a reader is still skipping the partial line at the start of its split, ``offset``
-        is the split start; re-reading from there applies the same skipping rule again.
-        """
-        if self._split_index >= len(self._splits):
-            return {"split_index": self._split_index, "path": None, "offset": 0}
-        split = self._splits[self._split_index]
-        if self._taken < self._count:
-            offset = self._block_offset + line_start(self._block, self._taken)
-        elif self._lines is not None:
-            offset = self._lines.next_line_offset
+    def snapshot_state(self, checkpoint_id: int) -> list[FileSplit]:
+        """The current split from its next unread line on, and the splits not started yet."""
+        index = self._split_index
+        if index >= len(self._splits):
+            return []
+        current = self._splits[index]
+        if self._taken < self._count:  # lines of the block are still to be handed out
+            offset = self._block_offset + self._line_start(self._taken)
+        elif self._lines is None:  # not opened yet
+            offset = current.start
+        elif self._lines.done:
+            offset = current.end  # every line of the split has been handed out
         else:
-            offset = split.start
-        return {"split_index": self._split_index, "path": split.path, "offset": offset}
+            offset = self._lines.next_line_offset
+        rest = self._splits[index + 1 :]
+        if offset < current.end:
+            return [FileSplit(current.path, offset, current.end), *rest]
+        return list(rest)
+
+    def _line_start(self, index: int) -> int:
+        """Offset within the current block of its line ``index`` (one numpy pass per block)."""
+        if index <= 0:
+            return 0
+        if self._newlines is None:
+            self._newlines = np.flatnonzero(np.frombuffer(self._block, np.uint8) == 10)
+        return int(self._newlines[index - 1]) + 1
 
     def close(self) -> None:
         if self._lines is not None:

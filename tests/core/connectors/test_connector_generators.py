@@ -11,7 +11,9 @@ from flowrun.core.connectors import (
     NumberSequenceSource,
     RateLimiterStrategy,
 )
-from flowrun.core.connectors.number_seq import split_range
+from flowrun.core.connectors.collection import CollectionSplit
+from flowrun.core.connectors.datagen import GeneratorSplit
+from flowrun.core.connectors.number_seq import NumberSequenceSplit, split_range
 
 
 def drain(reader, max_records=1000):
@@ -35,18 +37,18 @@ class FakeClock:
 # --- collection ---------------------------------------------------------------------------
 
 
-def test_collection_slices_and_position():
+def test_collection_slices_and_snapshot():
     items = ["a", 1, None, (2, 3), {"k": "v"}]
     source = CollectionSource(items)
     assert source.max_parallelism() == 1 and source.is_bounded() and not source.produces_arrow()
     reader = source.create_reader(0, 1)
     reader.open()
-    assert reader.position() == {"index": 0}
+    assert reader.snapshot_state(1) == [CollectionSplit(0)]
     assert reader.poll(2) == ["a", 1]
-    assert reader.position() == {"index": 2}
+    assert reader.snapshot_state(2) == [CollectionSplit(2)]
     assert reader.poll(2) == [None, (2, 3)]
     assert reader.poll(2) == [{"k": "v"}]
-    assert reader.position() == {"index": 5}
+    assert reader.snapshot_state(3) == []
     assert reader.poll(2) is None
     assert drain(CollectionSource([]).create_reader(0, 1)) == []
 
@@ -91,7 +93,7 @@ def test_number_sequence_details():
     big = NumberSequenceSource(0, 999_999).create_reader(0, 1)
     big.open()
     assert big.poll(300_000) == list(range(300_000))
-    assert big.position() == {"next": 300_000, "stop": 1_000_000}
+    assert big.snapshot_state(1) == [NumberSequenceSplit(300_000, 1_000_000)]
     with pytest.raises(ValueError, match="start"):
         NumberSequenceSource(5, 4)
     source = NumberSequenceSource(1, 10)
@@ -112,14 +114,14 @@ def test_bounded_generator_contiguous_ranges(parallelism):
     ]
 
 
-def test_unbounded_generator_strides_and_position():
+def test_unbounded_generator_strides_and_snapshot():
     source = DataGeneratorSource(lambda i: i * 10, None)
     assert not source.is_bounded()
     readers = [source.create_reader(i, 3) for i in range(3)]
     for r in readers:
         r.open()
     assert [r.poll(4) for r in readers] == [[0, 30, 60, 90], [10, 40, 70, 100], [20, 50, 80, 110]]
-    assert readers[1].position() == {"next_index": 13}
+    assert readers[1].snapshot_state(1) == [GeneratorSplit(13, None, 3, 1 / 3)]
     assert readers[1].next_wakeup() is None
 
 

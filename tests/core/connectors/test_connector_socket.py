@@ -100,7 +100,8 @@ def test_lines_crlf_and_trailing_text_then_end():
     # Flink keeps the trailing text as is: the \r is only dropped before a \n delimiter.
     assert drive(reader) == ["alpha", "beta", "", "gamma\r"]
     assert reader.fileno() is None and reader.poll(10) is None
-    assert reader.position()["records"] == 4 and reader.position()["bytes_received"] == 19
+    assert reader.records_emitted == 4 and reader.bytes_received == 19
+    assert reader.snapshot_state(1) == []  # at-most-once: nothing to replay
     server.close()
 
 

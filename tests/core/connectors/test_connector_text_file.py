@@ -12,6 +12,7 @@ from flowrun.core.connectors import line_blocks, text_file
 from flowrun.core.connectors.line_blocks import PENDING, LineBlockReader
 from flowrun.core.connectors.text_file import (
     LINE_SCHEMA,
+    FileSplit,
     TextDecodeError,
     TextFileSource,
     list_input_files,
@@ -265,28 +266,28 @@ def test_other_charsets(tmp_path):
 
 
 @pytest.mark.parametrize("as_arrow", [False, True], ids=["rows", "arrow"])
-def test_position_is_offset_of_next_unread_line(tmp_path, as_arrow):
+def test_snapshot_starts_at_next_unread_line(tmp_path, as_arrow):
     path = tmp_path / "f.txt"
     path.write_bytes(b"aa\nbbb\r\n\ncc")
     reader = TextFileSource(str(path), as_arrow=as_arrow).create_reader(0, 1)
     reader.open()
-    assert reader.position() == {"split_index": 0, "path": str(path), "offset": 0}
+    assert reader.snapshot_state(1) == [FileSplit(str(path), 0, 11)]
     offsets = []
     while (got := reader.poll(1)) is not None:
         assert len(got) == 1
-        offsets.append(reader.position()["offset"])
-    assert offsets == [3, 8, 9, 11]
-    assert reader.position() == {"split_index": 1, "path": None, "offset": 0}
+        offsets.append([split.start for split in reader.snapshot_state(2)])
+    assert offsets == [[3], [8], [9], []]
+    assert reader.snapshot_state(3) == []
 
 
-def test_position_of_a_later_split_starts_at_its_first_line(tmp_path):
+def test_snapshot_of_a_later_split_starts_at_its_first_line(tmp_path):
     path = tmp_path / "f.txt"
     path.write_bytes(b"aaaa\nbb\ncc\n")  # 11 bytes; reader 1 of 2 owns [5, 11)
     reader = TextFileSource(str(path)).create_reader(1, 2)
     reader.open()
-    assert reader.position()["offset"] == 5
+    assert reader.snapshot_state(1) == [FileSplit(str(path), 5, 11)]
     assert reader.poll(1) == ["bb"]
-    assert reader.position()["offset"] == 8
+    assert reader.snapshot_state(2) == [FileSplit(str(path), 8, 11)]
 
 
 def test_source_properties_and_pickling(tmp_path):
