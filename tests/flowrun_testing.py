@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 import uuid
 
 import psutil
+import pytest
 
 SHM_DIR = "/dev/shm"
 BIN_DIR = os.path.dirname(sys.executable)
@@ -98,3 +102,138 @@ def run_flowrun(args: list[str], timeout: float = 120.0, **kw) -> tuple[int, str
     leaked = shm_segments() - before
     assert not leaked, f"shared-memory segments left behind: {leaked}"
     return code, out, err
+
+
+# --------------------------------------------------------------------------------------------
+# A real S3 server (moto) for checkpoint storage tests and end-to-end runs on s3://
+
+_MOTO_MAIN = r"""
+import ctypes, os, signal, sys
+parent = int(sys.argv[1])
+try:  # die with the test process, even if it is killed without cleanup
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != parent:
+    sys.exit(0)
+from moto.server import main
+main(["-H", "127.0.0.1", "-p", "0"])
+"""
+
+
+class MotoS3Server:
+    """A moto S3 server in its own process on 127.0.0.1, on a port the OS picks.
+
+    A separate process (not moto's in-process mock) so that every process of a flowrun job,
+    forked subtasks included, reaches the same server through ``AWS_ENDPOINT_URL``. Its state
+    lives in memory and goes with it. Use as a context manager, or through the
+    ``moto_s3_server`` / ``s3_base`` fixtures.
+    """
+
+    def __init__(self, log_dir: str | None = None) -> None:
+        self._log_path = os.path.join(
+            log_dir or tempfile.gettempdir(), f"moto-{uuid.uuid4().hex}.log"
+        )
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The AWS_* variables that point pyarrow (and boto3) at this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def start(self, timeout: float = 30.0) -> MotoS3Server:
+        log = open(self._log_path, "wb")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _MOTO_MAIN, str(os.getpid())],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while self.port is None:
+            with open(self._log_path, "rb") as f:
+                match = re.search(rb"Running on http://127\.0\.0\.1:(\d+)", f.read())
+            if match:
+                self.port = int(match.group(1))
+                break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                output = self.log()
+                self.stop()
+                raise RuntimeError(f"moto S3 server did not start:\n{output}")
+            time.sleep(0.05)
+        return self
+
+    def request(self, method: str, path: str, data: bytes | None = None):
+        """One plain HTTP request to the server (moto does not check signatures)."""
+        req = urllib.request.Request(self.endpoint_url + path, data=data, method=method)
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+
+    def create_bucket(self, name: str) -> None:
+        self.request("PUT", f"/{name}")
+
+    def etag(self, bucket: str, key: str) -> str:
+        """The object's ETag: ``"<md5>"`` for a single PUT, ``"<md5>-<parts>"`` for multipart."""
+        return self.request("HEAD", f"/{bucket}/{key}")[1]["ETag"]
+
+    def log(self) -> str:
+        try:
+            with open(self._log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        try:
+            os.unlink(self._log_path)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> MotoS3Server:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+S3_TEST_BUCKET = "flowrun-test"
+
+
+@pytest.fixture(scope="module")
+def moto_s3_server():
+    """A real moto S3 server for the module, with bucket ``S3_TEST_BUCKET``; stopped after."""
+    with MotoS3Server() as server:
+        server.create_bucket(S3_TEST_BUCKET)
+        yield server
+
+
+@pytest.fixture
+def s3_base(moto_s3_server, monkeypatch) -> str:
+    """``s3://flowrun-test/<unique prefix>`` with the AWS_* variables of the server set for the
+    test (and so for every process it starts)."""
+    for name in ("AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in moto_s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{S3_TEST_BUCKET}/{uuid.uuid4().hex[:12]}"
