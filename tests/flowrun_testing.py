@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 
 import psutil
@@ -177,18 +176,27 @@ class MotoS3Server:
             time.sleep(0.05)
         return self
 
-    def request(self, method: str, path: str, data: bytes | None = None):
-        """One plain HTTP request to the server (moto does not check signatures)."""
-        req = urllib.request.Request(self.endpoint_url + path, data=data, method=method)
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, dict(resp.headers), resp.read()
+    def client(self):
+        """A boto3 S3 client for this server (boto3 comes with moto), to look behind pyarrow."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
 
     def create_bucket(self, name: str) -> None:
-        self.request("PUT", f"/{name}")
+        self.client().create_bucket(Bucket=name)
 
     def etag(self, bucket: str, key: str) -> str:
         """The object's ETag: ``"<md5>"`` for a single PUT, ``"<md5>-<parts>"`` for multipart."""
-        return self.request("HEAD", f"/{bucket}/{key}")[1]["ETag"]
+        return self.client().head_object(Bucket=bucket, Key=key)["ETag"]
+
+    def bucket_names(self) -> list[str]:
+        return [b["Name"] for b in self.client().list_buckets()["Buckets"]]
 
     def log(self) -> str:
         try:
