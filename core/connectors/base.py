@@ -195,7 +195,27 @@ class Source:
 
 
 class SinkWriter:
-    """Writes one subtask's records; buffered, with explicit end-of-input and failure paths."""
+    """Writes one subtask's records; buffered, with explicit end-of-input and failure paths.
+
+    **Checkpoints.** With checkpointing on, the engine drives a writer through Flink's
+    two-phase protocol: at each barrier :meth:`snapshot_state` (after every record before the
+    barrier reached :meth:`write`), then :meth:`notify_checkpoint_complete` once the checkpoint
+    is durable on every subtask. After a failure, a new writer gets :meth:`restore_state` with
+    its share of the last completed checkpoint's state, before :meth:`open`, and the records
+    after that checkpoint are replayed. A writer that pre-commits its output in
+    ``snapshot_state`` and commits it in ``notify_checkpoint_complete`` (and again, idempotently,
+    in ``restore_state``) is exactly-once. Without checkpointing only ``finish``/``abort`` come.
+    All of these defaults do nothing, which gives at-least-once output.
+    """
+
+    def set_checkpointing_enabled(self, enabled: bool) -> None:
+        """Whether the job takes checkpoints; called at most once, before ``restore_state``.
+
+        A writer that holds output back until a checkpoint completes (files, a write-ahead
+        log) must know whether one ever will: when it is told ``False`` it makes output final
+        as it goes. When never called, such writers assume "no checkpoints" until the first
+        :meth:`snapshot_state` (or :meth:`restore_state`) arrives.
+        """
 
     def open(self) -> None:
         """Acquire resources; called once in the subtask process."""
@@ -211,12 +231,49 @@ class SinkWriter:
     def flush(self) -> None:
         """Push buffered output to its destination; also the hook for time-based work."""
 
+    def snapshot_state(self, checkpoint_id: int) -> list[Any]:
+        """Pre-commit at the barrier of ``checkpoint_id``; return this writer's state for it.
+
+        Called after every record before the barrier was passed to :meth:`write`, and no
+        ``write`` comes until it returns. The list is stored as the sink's operator list state
+        (``SPLIT_DISTRIBUTE``): its elements must be picklable and small (paths, transaction
+        ids, counters -- not the records), and each must make sense on its own, since after a
+        rescale they are dealt out to other subtasks.
+        """
+        return []
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` and every one before it are durable: commit.
+
+        Notifications may come late or be skipped (only the newest is sent), so commit
+        everything pre-committed up to and including ``checkpoint_id``.
+        """
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` will not complete; its pre-committed output stays
+        pending and is committed with the next checkpoint that does."""
+
+    def restore_state(self, state: list[Any]) -> None:
+        """Resume from a completed checkpoint; called after ``create_writer``, before ``open``.
+
+        ``state`` is this subtask's share of the union of what every old subtask returned from
+        :meth:`snapshot_state` for that checkpoint; the old job may have had another
+        parallelism, and the share may be empty. The checkpoint is complete, so what was
+        pre-committed in it must be committed now -- idempotently, as the commit may have
+        happened before the failure -- and anything else the failed attempt left behind must
+        be aborted or removed.
+        """
+
     def finish(self) -> None:
         """Bounded input ended successfully: make all output final."""
         self.flush()
 
     def abort(self) -> None:
-        """The job failed or was cancelled: drop unfinished output, keep finished output."""
+        """The job failed or was cancelled: drop unfinished output, keep finished output.
+
+        Output pre-committed in a checkpoint is kept: that checkpoint may have completed, and
+        the next attempt commits it in :meth:`restore_state`.
+        """
 
 
 class Sink:
