@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import tempfile
 import urllib.parse
 import warnings
@@ -169,42 +170,60 @@ def _one_of(*allowed: str) -> Callable[[Any], str | None]:
     return check
 
 
-def parse_local_path(text: str) -> str:
-    """A checkpoint or savepoint location as an absolute, normalised local path.
+_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
-    Accepts what Flink users write (``file:///data/ckp``, ``file:/data/ckp``) and plain
-    absolute paths. Every flowrun process runs on this machine, so any other scheme
-    (``hdfs://``, ``s3://``) is rejected rather than silently written somewhere local;
-    relative paths are rejected because Flink would reject a path without a scheme and the
-    working directory of the process that resolves it is not obvious.
+
+def parse_storage_location(text: str) -> str:
+    """A checkpoint or savepoint location: an absolute local path or an ``s3://`` URI.
+
+    Accepts what Flink users write: ``file:///data/ckp`` (stored as the local path
+    ``/data/ckp``), ``s3://bucket/prefix`` (``s3a://`` too; kept as a URI, without a trailing
+    slash) and plain paths; a relative path is made absolute against the current directory
+    of the process that sets it (the client), since subtasks run in other directories.
+    Other schemes (``hdfs://``, ``gs://``) are rejected here, before a job starts, instead
+    of when the first checkpoint is written.
 
     Example::
 
-        >>> parse_local_path("file:///tmp/ckp/")
+        >>> parse_storage_location("file:///tmp/ckp/")
         '/tmp/ckp'
+        >>> parse_storage_location("s3://bucket/flink/ckp/")
+        's3://bucket/flink/ckp'
     """
     if not isinstance(text, str):
-        raise ValueError(f"expected a path string, got {text!r}")
+        raise ValueError(f"expected a path or URI string, got {text!r}")
     stripped = text.strip()
     if not stripped:
-        raise ValueError("must not be empty; give a file:// URI or an absolute path")
-    if "://" in stripped or stripped.startswith("file:"):
-        parsed = urllib.parse.urlparse(stripped)
-        if parsed.scheme != "file":
+        raise ValueError("must not be empty; give a path, a file:// URI or an s3:// URI")
+    match = _URI_SCHEME.match(stripped)
+    if match is None and stripped.startswith("file:"):  # Hadoop-style file:/abs/path
+        stripped = "file://" + stripped[len("file:") :]
+        match = _URI_SCHEME.match(stripped)
+    if match is None:
+        path = os.path.normpath(os.path.abspath(stripped))
+    else:
+        scheme = match.group(1).lower()
+        parsed = urllib.parse.urlsplit(stripped)
+        if parsed.query or parsed.fragment:
+            raise ValueError(f"query strings and fragments are not supported, got {text!r}")
+        if scheme in ("s3", "s3a"):
+            if not parsed.netloc:
+                raise ValueError(f"an s3:// URI must name a bucket, got {text!r}")
+            return stripped.rstrip("/")
+        if scheme != "file":
             raise ValueError(
-                f"flowrun stores checkpoints and savepoints on the local file system only; "
-                f"scheme {parsed.scheme!r} of {text!r} is not supported (use file:// or an "
-                f"absolute path)"
+                f"unsupported file system scheme {scheme!r} in {text!r}: use a local path, "
+                f"file:// or s3://"
             )
         if parsed.netloc not in ("", "localhost"):
-            raise ValueError(f"a file:// URI must not name a host, got {text!r}")
+            raise ValueError(
+                f"a file:// URI must name a local path (file:///abs/path), got {text!r}"
+            )
         path = urllib.parse.unquote(parsed.path)
-    else:
-        path = stripped
-    if not os.path.isabs(path):
-        raise ValueError(f"must be a file:// URI or an absolute path, got {text!r}")
-    path = os.path.normpath(path)
-    if path == "/" or path == "//":
+        if not path.startswith("/"):
+            raise ValueError(f"a file:// URI needs an absolute path, got {text!r}")
+        path = os.path.normpath(path)
+    if path in ("/", "//"):
         raise ValueError(f"cannot use the root directory, got {text!r}")
     return path
 
@@ -213,8 +232,8 @@ def _path_value(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, os.PathLike):
-        return parse_local_path(os.fspath(value))
-    return parse_local_path(value)
+        return parse_storage_location(os.fspath(value))
+    return parse_storage_location(value)
 
 
 @dataclass(frozen=True)
@@ -540,17 +559,16 @@ CHECKPOINT_STORAGE = _option(
 CHECKPOINTS_DIRECTORY = _option(
     "state.checkpoints.dir",
     None,
-    parse_local_path,
-    "Directory (file:// URI or absolute path) of checkpoints; unset = inside the job's "
-    "working dir.",
+    parse_storage_location,
+    "Directory of checkpoints (path, file:// or s3:// URI); unset = inside the job's working dir.",
     _optional_path_check,
     _path_value,
 )
 SAVEPOINT_DIRECTORY = _option(
     "state.savepoints.dir",
     None,
-    parse_local_path,
-    "Default directory (file:// URI or absolute path) of savepoints triggered without a target.",
+    parse_storage_location,
+    "Default directory (path, file:// or s3:// URI) of savepoints triggered without a target.",
     _optional_path_check,
     _path_value,
 )
@@ -565,8 +583,8 @@ MAX_RETAINED_CHECKPOINTS = _option(
 SAVEPOINT_PATH = _option(
     "execution.savepoint.path",
     None,
-    parse_local_path,
-    "Savepoint or retained checkpoint (file:// URI or absolute path) to restore the job from.",
+    parse_storage_location,
+    "Savepoint or retained checkpoint (path, file:// or s3:// URI) to restore the job from.",
     _optional_path_check,
     _path_value,
 )

@@ -19,7 +19,7 @@ import queue
 import signal
 import threading
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config as cfg
 from .config import Configuration
@@ -28,6 +28,10 @@ from .graph.job_graph import JobGraph
 from .graph.stream_graph import StreamGraph
 from .graph.transformations import SourceTransformation, Transformation
 from .runtime import operators as ops
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .checkpoint_config import CheckpointConfig, CheckpointingMode
+    from .restart_strategy import RestartStrategyConfiguration
 
 __all__ = [
     "StreamExecutionEnvironment",
@@ -154,6 +158,10 @@ class StreamExecutionEnvironment:
         self._parallelism = base.get(cfg.PARALLELISM)
         self._job_parameters: dict[str, str] = {}
         self._state_backend = None
+        # What the environment started from (context -D flags + constructor argument):
+        # RestartStrategies.fall_back_restart() returns the restart keys to these values.
+        self._initial_config = base.copy()
+        self._checkpoint_config: Any = None
 
     @staticmethod
     def get_execution_environment(
@@ -226,6 +234,109 @@ class StreamExecutionEnvironment:
     def set_global_job_parameters(self, parameters: dict[str, str]) -> StreamExecutionEnvironment:
         self._job_parameters = dict(parameters)
         return self
+
+    # -- checkpointing and restarts -------------------------------------------------
+    def enable_checkpointing(
+        self, interval: int, mode: CheckpointingMode | None = None
+    ) -> StreamExecutionEnvironment:
+        """Checkpoint every ``interval`` ms (at least 10); ``mode`` defaults to EXACTLY_ONCE.
+
+        Writes ``execution.checkpointing.interval`` (and ``.mode``) into the environment's
+        configuration, exactly what ``-D execution.checkpointing.interval=...`` sets.
+
+        Example::
+
+            >>> from flowrun.core.checkpoint_config import CheckpointingMode
+            >>> env = StreamExecutionEnvironment.get_execution_environment()
+            >>> env.enable_checkpointing(1000, CheckpointingMode.AT_LEAST_ONCE).get_checkpoint_interval()
+            1000
+            >>> env.get_checkpointing_mode()
+            <CheckpointingMode.AT_LEAST_ONCE: 1>
+        """
+        checkpoints = self.get_checkpoint_config()
+        if mode is not None:
+            checkpoints.set_checkpointing_mode(mode)
+        checkpoints.set_checkpoint_interval(interval)
+        return self
+
+    def get_checkpoint_config(self) -> CheckpointConfig:
+        """The live view of this environment's checkpoint settings (always the same object)."""
+        from .checkpoint_config import CheckpointConfig
+
+        if self._checkpoint_config is None:
+            self._checkpoint_config = CheckpointConfig(self._config)
+        return self._checkpoint_config
+
+    def get_checkpoint_interval(self) -> int:
+        """Milliseconds between checkpoints; -1 when checkpointing is off."""
+        return self.get_checkpoint_config().get_checkpoint_interval()
+
+    def get_checkpointing_mode(self) -> CheckpointingMode:
+        return self.get_checkpoint_config().get_checkpointing_mode()
+
+    def is_unaligned_checkpoints_enabled(self) -> bool:
+        return self.get_checkpoint_config().is_unaligned_checkpoints_enabled()
+
+    def is_force_unaligned_checkpoints(self) -> bool:
+        return self.get_checkpoint_config().is_force_unaligned_checkpoints()
+
+    def set_default_savepoint_directory(self, directory: str) -> StreamExecutionEnvironment:
+        """Where savepoints go when none is named (``state.savepoints.dir``; a path, a
+        ``file://`` or an ``s3://`` URI)."""
+        from .checkpoint_config import _path_arg
+
+        self._config.set(cfg.SAVEPOINT_DIRECTORY.key, _path_arg(directory, "directory"))
+        return self
+
+    def get_default_savepoint_directory(self) -> str | None:
+        return self._config.get(cfg.SAVEPOINT_DIRECTORY)
+
+    def set_restart_strategy(
+        self, restart_strategy_configuration: RestartStrategyConfiguration
+    ) -> None:
+        """How the job recovers from failures, e.g. ``RestartStrategies.fixed_delay_restart(3, 10_000)``.
+
+        Writes Flink's ``restart-strategy.*`` keys into the environment's configuration;
+        ``RestartStrategies.fall_back_restart()`` restores them to what the environment was
+        created with (the ``-D`` flags of ``flowrun run``), i.e. the cluster-level choice.
+
+        Example::
+
+            >>> from flowrun.core.restart_strategy import RestartStrategies
+            >>> env = StreamExecutionEnvironment.get_execution_environment()
+            >>> env.set_restart_strategy(RestartStrategies.failure_rate_restart(3, 60_000, 500))
+            >>> env.get_configuration().get_string("restart-strategy")
+            'failure-rate'
+            >>> env.get_restart_strategy() == RestartStrategies.failure_rate_restart(3, 60_000, 500)
+            True
+        """
+        from .restart_strategy import (
+            RESTART_STRATEGY_KEYS,
+            FallbackRestartStrategyConfiguration,
+            RestartStrategyConfiguration,
+        )
+
+        if not isinstance(restart_strategy_configuration, RestartStrategyConfiguration):
+            raise TypeError(
+                "set_restart_strategy() expects a configuration from RestartStrategies, e.g. "
+                f"RestartStrategies.fixed_delay_restart(3, 10000), got {restart_strategy_configuration!r}"
+            )
+        if isinstance(restart_strategy_configuration, FallbackRestartStrategyConfiguration):
+            for key in RESTART_STRATEGY_KEYS:
+                if self._initial_config.contains_key(key):
+                    self._config.set(key, self._initial_config.get(key))
+                else:
+                    self._config.remove_config(key)
+            return
+        for key, value in restart_strategy_configuration.to_config_entries().items():
+            self._config.set(key, value)
+
+    def get_restart_strategy(self) -> RestartStrategyConfiguration:
+        """The strategy the configuration describes; ``FallbackRestartStrategyConfiguration``
+        when ``restart-strategy`` is unset."""
+        from .restart_strategy import RestartStrategies
+
+        return RestartStrategies.from_configuration(self._config)
 
     # -- sources ------------------------------------------------------------------
     def _source(self, name: str, source: Any, type_info: Any = None) -> DataStream:
@@ -300,6 +411,11 @@ class StreamExecutionEnvironment:
     def _job_graph(
         self, job_name: str | None, sinks: list[Transformation] | None = None
     ) -> JobGraph:
+        from .checkpoint_config import validate_checkpointing
+        from .restart_strategy import RestartStrategies
+
+        validate_checkpointing(self._config)
+        RestartStrategies.from_configuration(self._config)  # raises on inconsistent restart keys
         roots = sinks if sinks is not None else self._transformations
         graph = StreamGraph.from_transformations(
             job_name or "Flink Streaming Job", roots, self._parallelism, self._config
