@@ -271,11 +271,10 @@ def resolve_filesystem(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
     >>> fs, path = resolve_filesystem("file:///tmp/checkpoints")
     >>> type(fs).__name__, path
     ('LocalFileSystem', '/tmp/checkpoints')
-    >>> resolve_filesystem("hdfs://nn/flink")
+    >>> resolve_filesystem("hdfs://nn/flink")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    flowrun.core.runtime.checkpoint_storage.CheckpointStorageError: unsupported file system \
-scheme 'hdfs' in 'hdfs://nn/flink': checkpoint storage takes a local path, file:// or s3://
+    flowrun.core.runtime.checkpoint_storage.CheckpointStorageError: unsupported ... 'hdfs' ...
     """
     if not isinstance(uri_or_path, str) or not uri_or_path:
         raise CheckpointStorageError(
@@ -965,11 +964,23 @@ def dispose_savepoint(path: str) -> None:
     directory, _ = _split_metadata_path(path)
     directory = _normalize_location(directory)
     fs, base = resolve_filesystem(directory)
+    info = _info(fs, base, directory)
+    if info.type == pafs.FileType.NotFound:
+        raise CheckpointStorageError(f"refusing to dispose {path}: it does not exist")
+    if info.type != pafs.FileType.Directory:
+        raise CheckpointStorageError(
+            f"refusing to dispose {path}: it is a file, not a savepoint directory"
+        )
+    if _info(fs, base + "/" + METADATA_FILE_NAME, directory).type == pafs.FileType.NotFound:
+        raise CheckpointStorageError(
+            f"refusing to dispose {path}: it has no _metadata file, so it is not a savepoint "
+            "(an incomplete one can be deleted with discard_location or by hand)"
+        )
     try:
         document = _load_document(directory, fs, base)
     except CheckpointStorageError as exc:
         raise CheckpointStorageError(
-            f"refusing to dispose {path}: it is not a savepoint or checkpoint ({exc})"
+            f"refusing to dispose {path}: its _metadata is not a flowrun savepoint's ({exc})"
         ) from None
     raw_handles = document.get("handles")
     listed: set[str] = set()

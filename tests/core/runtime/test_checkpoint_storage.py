@@ -145,6 +145,12 @@ def test_round_trip_of_state_files_and_metadata(base):
     assert table.num_rows == 1000
     assert table.column("key").to_pylist()[:2] == [b"k0", b"k1"]
 
+    # exactly the state files and _metadata: no temp file left behind
+    fs, path = _fs(location)
+    files = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    names = {f.path[len(path) + 1 :] for f in files if f.type == pafs.FileType.File}
+    assert names == {h.name for h in handles} | {"_metadata"}
+
     # the document on storage: format, version, caller's metadata, handles, its own checksum
     doc = json.loads(_read_raw(location + "/_metadata"))
     assert doc["format"] == "flowrun-checkpoint-metadata"
@@ -529,8 +535,12 @@ def test_dispose_refuses_what_is_not_a_savepoint(base):
         dispose_savepoint(incomplete)
     with pytest.raises(CheckpointStorageError, match="refusing to dispose .*no _metadata"):
         dispose_savepoint(storage.job_location)  # a job dir holding checkpoints
-    with pytest.raises(CheckpointStorageError, match="refusing to dispose .*does not exist"):
+    with pytest.raises(CheckpointStorageError, match="refusing to dispose .*: it does not exist"):
         dispose_savepoint(base + "/no-such-savepoint")
+
+    write_state_file(incomplete, "y.arrow", b"y")
+    with pytest.raises(CheckpointStorageError, match="refusing to dispose .*: it is a file"):
+        dispose_savepoint(incomplete + "/y.arrow")
 
     plain = base + "/some-data"
     _fs(plain)[0].create_dir(_fs(plain)[1])
