@@ -39,6 +39,7 @@ class InputChannel:
         "fragments",
         "in_ready",
         "batches",
+        "blocked",
     )
 
     def __init__(self, index: int, peer: DoorbellWriter, peer_subpartition: int) -> None:
@@ -50,6 +51,8 @@ class InputChannel:
         self.fragments: list[bytes] | None = None
         self.in_ready = False
         self.batches = BatchReader()  #: the channel's schema, parsed once
+        #: held back by checkpoint barrier alignment: its buffers queue but are not polled
+        self.blocked = False
 
 
 class InputGate:
@@ -80,7 +83,7 @@ class InputGate:
         """:meth:`on_data` leaving CREDIT messages pending (the caller flushes)."""
         ch = self.channels[channel]
         ch.queue.append((buffer, length))
-        if not ch.in_ready:
+        if not ch.in_ready and not ch.blocked:
             ch.in_ready = True
             self._ready.append(ch)
         for target, n in self.ledger.on_backlog(channel, backlog):
@@ -90,6 +93,31 @@ class InputGate:
     def _flush_peers(self) -> None:
         for peer in self._peers:
             peer.flush()
+
+    # -- barrier alignment ------------------------------------------------------
+    def block(self, channel: int) -> None:
+        """Stop handing out ``channel``'s buffers (it delivered the barrier being aligned).
+
+        Its queued buffers keep their credit, so the producer is backpressured on this
+        channel alone -- exactly Flink's aligned checkpoint.
+        """
+        ch = self.channels[channel]
+        ch.blocked = True
+        if ch.in_ready:
+            ch.in_ready = False
+            self._ready = deque(c for c in self._ready if c is not ch)
+
+    def unblock(self, channel: int) -> None:
+        ch = self.channels[channel]
+        if ch.blocked:
+            ch.blocked = False
+            if ch.queue and not ch.in_ready:
+                ch.in_ready = True
+                self._ready.append(ch)
+
+    def unblock_all(self) -> None:
+        for ch in self.channels:
+            self.unblock(ch.index)
 
     # -- consuming ------------------------------------------------------------
     def has_data(self) -> bool:

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, TextIO
 
@@ -39,6 +40,27 @@ def print_prefix(sink_identifier: str | None, subtask_index: int, parallelism: i
     if parallelism > 1:
         prefix = f"{prefix}:{subtask_index + 1}" if prefix else str(subtask_index + 1)
     return f"{prefix}> " if prefix else ""
+
+
+_PIPE_BUF = 4096  #: POSIX: writes up to this size into a pipe are never interleaved
+
+
+def _write_whole_lines(fd: int, data: bytes) -> None:
+    """Write ``data`` in chunks that end at a line end and fit PIPE_BUF where possible.
+
+    Every subtask process prints to the same stdout; a pipe keeps a write of at most
+    PIPE_BUF bytes in one piece, so lines of different subtasks never mix mid-line.
+    """
+    view = memoryview(data)
+    start = 0
+    end_all = len(data)
+    while start < end_all:
+        end = min(start + _PIPE_BUF, end_all)
+        if end < end_all:
+            cut = data.rfind(b"\n", start, end)
+            end = cut + 1 if cut >= start else data.find(b"\n", end) + 1 or end_all
+        while start < end:
+            start += os.write(fd, view[start:end])
 
 
 class PrintSink(Sink):
@@ -72,7 +94,15 @@ class PrintSinkWriter(SinkWriter):
         if not records:
             return
         separator = "\n" + self.prefix
-        self._stream().write(self.prefix + separator.join(map(to_text, records)) + "\n")
+        text = self.prefix + separator.join(map(to_text, records)) + "\n"
+        stream = self._stream()
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            stream.write(text)  # a StringIO or the like: nobody else writes into it
+            return
+        stream.flush()
+        _write_whole_lines(fd, text.encode(getattr(stream, "encoding", None) or "utf-8"))
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         self.write(records_of_batch(batch))

@@ -34,6 +34,7 @@ from flowrun.network.doorbell import create_doorbell_pipe
 
 from .. import config as cfg
 from ..graph.job_graph import JobGraph
+from .checkpoint_coordinator import CheckpointCoordinator, CheckpointFailure, TaskRef
 from .execution_graph import ExecutionPlan
 from .forkserver import get_fork_server
 from .stream_task import ChainNodeSpec, ChainSpec, InEdgeSpec, OutEdgeSpec, TaskInfo
@@ -137,6 +138,7 @@ class JobManager:
         self.subtasks: list[_Subtask] = []
         self.status = "CREATED"
         self._lock = threading.Lock()
+        self.coordinator: CheckpointCoordinator | None = None
 
     # -- public -------------------------------------------------------------------
     def cancel(self, reason: str = "cancelled") -> None:
@@ -152,6 +154,10 @@ class JobManager:
         return [s.pid for s in self.subtasks]
 
     def run(self) -> JobOutcome:
+        """Run the job; on failure restart it as the restart strategy says, from the latest
+        completed checkpoint (or the savepoint it was started from)."""
+        from .restart_backoff import create_restart_strategy
+
         conf = self.config
         cleanup_stale_segments()
         cleanup_stale_working_dirs(conf.get(cfg.WORKING_DIR))
@@ -159,9 +165,18 @@ class JobManager:
             prefix=f"flowrun-job-{os.getpid()}-{self.job_id[:8]}-", dir=conf.get(cfg.WORKING_DIR)
         )
         self.workdir = workdir
-        pool: NetworkBufferPool | None = None
         start = time.monotonic()
         self.status = "RUNNING"
+        self.checkpointing = conf.get(cfg.CHECKPOINTING_INTERVAL) > 0
+        self.checkpoint_dir = conf.get(cfg.CHECKPOINTS_DIRECTORY) or os.path.join(
+            workdir, "checkpoints"
+        )
+        self.restart_strategy = create_restart_strategy(conf)
+        self.attempt = 0
+        self.failures: list[str] = []
+        self.completed_checkpoints: list = []
+        restore_path = conf.get(cfg.SAVEPOINT_PATH)
+        self.restore_location = _resolve_restore(restore_path) if restore_path else None
         try:
             plan = ExecutionPlan(
                 self.job_graph,
@@ -170,12 +185,25 @@ class JobManager:
                 exclusive_credits=conf.get(cfg.BUFFERS_PER_CHANNEL),
                 floating_credits=conf.get(cfg.FLOATING_BUFFERS_PER_GATE),
             )
-            pool = NetworkBufferPool.create(
-                self.job_id, plan.num_buffers, conf.get(cfg.SEGMENT_SIZE)
-            )
-            self._deploy(plan, pool)
-            self._supervise()
+            while True:
+                try:
+                    self._run_attempt(plan)
+                    break
+                except (JobExecutionError, CheckpointFailure) as exc:
+                    if isinstance(exc, JobCancelledError) or self._cancel_reason is not None:
+                        raise
+                    self._teardown()
+                    self.restart_strategy.notify_failure(exc)
+                    if not self.restart_strategy.can_restart():
+                        if self.attempt:
+                            raise JobExecutionError(
+                                f"{exc}\n(job {self.job_id} gave up after {self.attempt} "
+                                f"restart(s): {self.restart_strategy})"
+                            ) from exc
+                        raise
+                    self._before_restart(exc)
             self.status = "FINISHED"
+            self._dispose_checkpoints("FINISHED")
             return JobOutcome(
                 self.job_id,
                 int((time.monotonic() - start) * 1000),
@@ -183,17 +211,157 @@ class JobManager:
             )
         except BaseException:
             self.status = "FAILED" if self._cancel_reason is None else "CANCELED"
+            self._dispose_checkpoints(self.status)
             raise
         finally:
             self._teardown()
-            if pool is not None:
-                pool.close()
             shutil.rmtree(workdir, ignore_errors=True)
             os.close(self._cancel_r)
             os.close(self._cancel_w)
 
+    def _run_attempt(self, plan: ExecutionPlan) -> None:
+        conf = self.config
+        pool = NetworkBufferPool.create(self.job_id, plan.num_buffers, conf.get(cfg.SEGMENT_SIZE))
+        attempt_dir = os.path.join(self.workdir, f"attempt-{self.attempt}")
+        os.makedirs(attempt_dir, exist_ok=True)
+        try:
+            restore = self._load_restore(self.restore_location) if self.restore_location else None
+            self._deploy(plan, pool, attempt_dir, restore)
+            self.coordinator = None
+            if self.checkpointing:
+                first_id = restore["checkpoint_id"] + 1 if restore else 1
+                if self.completed_checkpoints:
+                    first_id = max(first_id, self.completed_checkpoints[-1].checkpoint_id + 1)
+                self.coordinator = CheckpointCoordinator(
+                    conf,
+                    self.job_id,
+                    [self._task_ref(s.ev) for s in self.subtasks],
+                    self._send,
+                    self.checkpoint_dir,
+                    first_checkpoint_id=first_id,
+                )
+            self._supervise()
+        finally:
+            if self.coordinator is not None:
+                self.completed_checkpoints = (
+                    self.completed_checkpoints + self.coordinator.completed
+                )[-max(1, conf.get(cfg.MAX_RETAINED_CHECKPOINTS)) :]
+            self._teardown()
+            pool.close()
+            shutil.rmtree(attempt_dir, ignore_errors=True)
+
+    def _before_restart(self, exc: BaseException) -> None:
+        """Wait the strategy's backoff (cancellable), then pick the state to restore."""
+        self.attempt += 1
+        self.failures.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        backoff_ms = self.restart_strategy.get_backoff_time()
+        latest = self.completed_checkpoints[-1] if self.completed_checkpoints else None
+        if latest is not None:
+            self.restore_location = latest.location
+        origin = (
+            f"checkpoint {latest.checkpoint_id}"
+            if latest is not None
+            else ("the savepoint" if self.restore_location else "empty state")
+        )
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        sys.stderr.write(
+            f"flowrun: job {self.job_id} failed: {first_line}\n"
+            f"flowrun: restarting (attempt {self.attempt}) in {backoff_ms} ms from {origin}\n"
+        )
+        ready, _, _ = select.select([self._cancel_r], [], [], backoff_ms / 1000.0)
+        if ready:
+            raise JobCancelledError(f"Job {self.job_id} was {self._cancel_reason}.")
+        self.subtasks = []
+
+    def _task_ref(self, ev: Any) -> TaskRef:
+        vertex = ev.vertex
+        return TaskRef(
+            ev.task_id,
+            ev.index,
+            vertex.parallelism,
+            vertex.is_source,
+            [
+                (self.job_graph.operator_ids[n.id], n.name, n.uid, n.max_parallelism)
+                for n in vertex.nodes
+            ],
+        )
+
+    def _send(self, task_id: int, message: tuple) -> None:
+        try:
+            self.subtasks[task_id].control.send(message)
+        except OSError:
+            pass  # the subtask is gone; supervision reports why
+
+    def _load_restore(self, location: str) -> dict:
+        """The checkpoint's metadata, checked against this job (uids, max parallelism)."""
+        from .checkpoint_storage import read_metadata
+
+        metadata, _handles = read_metadata(location)
+        known: dict[str, Any] = {}
+        for vertex in self.job_graph.vertices:
+            for n in vertex.nodes:
+                known[self.job_graph.operator_ids[n.id]] = n
+        unmapped = [
+            f"'{entry.get('name')}' (uid {entry.get('uid')!r}, operator id {op_id[:16]}...)"
+            for op_id, entry in metadata["operators"].items()
+            if op_id not in known and _has_state(entry)
+        ]
+        if unmapped and not self.config.get(cfg.SAVEPOINT_IGNORE_UNCLAIMED_STATE):
+            raise JobExecutionError(
+                f"Cannot map the state in {location} to the job: no operator of this job "
+                f"has the id of {', '.join(unmapped)}. Give operators stable uids with "
+                f".uid(...), or allow dropping that state with --allow-non-restored-state "
+                f"(-D execution.savepoint.ignore-unclaimed-state=true)."
+            )
+        for op_id, entry in metadata["operators"].items():
+            node = known.get(op_id)
+            if node is None or not any(sub.get("keyed") for sub in entry["subtasks"]):
+                continue
+            if entry["max_parallelism"] != node.max_parallelism:
+                raise JobExecutionError(
+                    f"Cannot restore operator '{node.name}' from {location}: its keyed state was "
+                    f"written with max parallelism {entry['max_parallelism']}, the job now has "
+                    f"{node.max_parallelism}. Key groups cannot be remapped; keep the max "
+                    f"parallelism of a stateful operator (env.set_max_parallelism) unchanged."
+                )
+        return {
+            "location": location,
+            "checkpoint_id": int(metadata.get("checkpoint_id", 0)),
+            "operators": metadata["operators"],
+        }
+
+    def _dispose_checkpoints(self, status: str) -> None:
+        """Flink's retention: finished jobs drop their checkpoints; cancelled ones too unless
+        RETAIN_ON_CANCELLATION; failed ones keep them when checkpoints are externalized."""
+        if not getattr(self, "checkpointing", False):
+            return
+        retention = self.config.get(cfg.EXTERNALIZED_CHECKPOINT)
+        keep = (status == "CANCELED" and retention == "RETAIN_ON_CANCELLATION") or (
+            status == "FAILED" and retention != "NO_EXTERNALIZED_CHECKPOINTS"
+        )
+        if keep:
+            return
+        from .checkpoint_storage import discard_location
+
+        for completed in self.completed_checkpoints:
+            try:
+                discard_location(completed.location)
+            except Exception:
+                pass
+
+    def _checkpointing_options(self) -> dict | None:
+        if not self.checkpointing:
+            return None
+        return {"exactly_once": self.config.get(cfg.CHECKPOINTING_MODE) == "EXACTLY_ONCE"}
+
     # -- deployment -----------------------------------------------------------------
-    def _deploy(self, plan: ExecutionPlan, pool: NetworkBufferPool) -> None:
+    def _deploy(
+        self,
+        plan: ExecutionPlan,
+        pool: NetworkBufferPool,
+        working_dir: str,
+        restore: dict | None,
+    ) -> None:
         server = get_fork_server()
         specs = {
             v.index: cloudpickle.dumps(_chain_spec(self.job_graph, v.index))
@@ -209,13 +377,15 @@ class JobManager:
                     parallelism=ev.vertex.parallelism,
                     max_parallelism=ev.vertex.max_parallelism,
                     job_id=self.job_id,
-                    attempt=0,
+                    attempt=self.attempt,
                     peer_ids=peers,
                     network=plan.network[ev.task_id],
                     job_parameters=self.job_parameters,
                     main_file=getattr(sys.modules.get("__main__"), "__file__", None),
-                    working_dir=self.workdir,
+                    working_dir=working_dir,
                     state_backend=self.state_backend,
+                    checkpointing=self._checkpointing_options(),
+                    restore=_restore_of(restore, self.job_graph, ev.vertex),
                 )
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
                 fds = [theirs.fileno(), doorbells[ev.task_id][0], pool.fd]
@@ -260,11 +430,17 @@ class JobManager:
     def _supervise(self) -> None:
         by_control = {s.control.fileno(): s for s in self.subtasks}
         by_pidfd = {s.pidfd: s for s in self.subtasks if s.pidfd >= 0}
-        remaining = len(self.subtasks)
+        self._remaining = len(self.subtasks)
         poll_s = self.config.get(cfg.HEARTBEAT_INTERVAL) / 1000.0
-        while remaining:
+        coordinator = self.coordinator
+        while self._remaining:
+            timeout = poll_s
+            if coordinator is not None:
+                deadline = coordinator.next_deadline()
+                if deadline is not None:
+                    timeout = max(0.0, min(timeout, deadline - time.monotonic()))
             fds = [self._cancel_r, *by_control, *by_pidfd]
-            ready, _, _ = select.select(fds, [], [], poll_s)
+            ready, _, _ = select.select(fds, [], [], timeout)
             if self._cancel_r in ready:
                 raise JobCancelledError(f"Job {self.job_id} was {self._cancel_reason}.")
             for fd in ready:
@@ -273,27 +449,9 @@ class JobManager:
                     continue
                 try:
                     while sub.control.poll():
-                        message = sub.control.recv()
-                        kind = message[0]
-                        if kind == "attached":
-                            sub.state = "attached"
-                        elif kind == "running":
-                            sub.state = "running"
-                        elif kind == "collect":
-                            if self.on_collect is not None:
-                                self.on_collect(message[1])
-                        elif kind == "finished":
-                            sub.state = "finished"
-                            sub.metrics = message[1]
-                            remaining -= 1
+                        if self._on_message(sub, sub.control.recv()):
                             del by_control[fd]
                             break
-                        elif kind == "failed":
-                            sub.state = "failed"
-                            raise JobExecutionError(message[1])
-                        elif kind == "canceled":
-                            sub.state = "canceled"
-                            raise JobCancelledError(f"{self._describe(sub)} was cancelled")
                 except (EOFError, ConnectionResetError):
                     if sub.state != "finished":
                         raise JobExecutionError(
@@ -310,17 +468,9 @@ class JobManager:
                 # Read what the subtask managed to say before it died.
                 try:
                     while sub.control.poll():
-                        message = sub.control.recv()
-                        if message[0] == "failed":
-                            raise JobExecutionError(message[1])
-                        if message[0] == "finished":
-                            sub.state = "finished"
-                            sub.metrics = message[1]
-                            remaining -= 1
+                        if self._on_message(sub, sub.control.recv()):
                             by_control.pop(sub.control.fileno(), None)
                             break
-                        if message[0] == "collect" and self.on_collect is not None:
-                            self.on_collect(message[1])
                 except (EOFError, OSError):
                     pass
                 if sub.state != "finished":
@@ -328,6 +478,52 @@ class JobManager:
                         f"Job failed: {self._describe(sub)} {self._exit_status(sub)} "
                         "before finishing."
                     )
+            if coordinator is not None:
+                coordinator.poll()
+                self._drive_final_checkpoint()
+
+    def _on_message(self, sub: _Subtask, message: tuple) -> bool:
+        """Handle one message of a subtask; True when the subtask finished."""
+        kind = message[0]
+        coordinator = self.coordinator
+        if kind == "collect":
+            if self.on_collect is not None:
+                self.on_collect(message[1])
+        elif kind == "ack":
+            coordinator.on_ack(sub.ev.task_id, message[1], message[2])
+        elif kind == "decline":
+            coordinator.on_decline(sub.ev.task_id, message[1], message[2])
+        elif kind == "end_reached":
+            sub.state = "ended"
+            coordinator.on_end_reached(sub.ev.task_id)
+        elif kind == "attached":
+            sub.state = "attached"
+        elif kind == "running":
+            sub.state = "running"
+        elif kind == "finished":
+            sub.state = "finished"
+            sub.metrics = message[1]
+            self._remaining -= 1
+            return True
+        elif kind == "failed":
+            sub.state = "failed"
+            raise JobExecutionError(message[1])
+        elif kind == "canceled":
+            sub.state = "canceled"
+            raise JobCancelledError(f"{self._describe(sub)} was cancelled")
+        return False
+
+    def _drive_final_checkpoint(self) -> None:
+        """Every subtask reached its end: take the final checkpoint, then let them finish."""
+        coordinator = self.coordinator
+        if not coordinator.all_ended or getattr(self, "_final_sent", None) == self.attempt:
+            return
+        if coordinator.final_done:
+            self._final_sent = self.attempt
+            for sub in self.subtasks:
+                self._send(sub.ev.task_id, ("finish",))
+        elif not any(p.final for p in coordinator.pending.values()):
+            coordinator.trigger(final=True)
 
     def _teardown(self) -> None:
         """Cancel what still runs, give it the cancellation timeout, then kill it."""
@@ -353,6 +549,7 @@ class JobManager:
             s.control.close()
             if s.pidfd >= 0:
                 os.close(s.pidfd)
+                s.pidfd = -1
 
 
 def cleanup_stale_working_dirs(parent: str) -> list[str]:
@@ -376,6 +573,32 @@ def cleanup_stale_working_dirs(parent: str) -> list[str]:
         shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
         removed.append(name)
     return removed
+
+
+def _resolve_restore(path: str) -> str:
+    from .checkpoint_storage import resolve_restore_path
+
+    try:
+        return resolve_restore_path(path)
+    except Exception as exc:
+        raise JobExecutionError(f"Cannot restore the job from {path}: {exc}") from exc
+
+
+def _has_state(entry: dict) -> bool:
+    return any(sub.get(kind) for sub in entry.get("subtasks", []) for kind in ("operator", "keyed"))
+
+
+def _restore_of(restore: dict | None, job_graph: JobGraph, vertex: Any) -> dict | None:
+    """The part of a checkpoint's metadata that one subtask of ``vertex`` needs."""
+    if restore is None:
+        return None
+    operators = {}
+    for n in vertex.nodes:
+        op_id = job_graph.operator_ids[n.id]
+        entry = restore["operators"].get(op_id)
+        if entry is not None:
+            operators[op_id] = entry
+    return {"location": restore["location"], "operators": operators}
 
 
 def _exited(pidfd: int) -> bool:

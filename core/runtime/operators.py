@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowrun.core.reprs import short_repr as _short_repr
+from flowrun.state.key_groups import assign_key_groups
 
 __all__ = [
     "UserCodeError",
@@ -114,6 +115,33 @@ class FunctionInitializationContext:
         return self._ctx.keyed_backend
 
 
+class FunctionSnapshotContext:
+    """What ``CheckpointedFunction.snapshot_state`` receives (Flink's names)."""
+
+    def __init__(self, checkpoint_id: int, timestamp: int) -> None:
+        self._checkpoint_id = checkpoint_id
+        self._timestamp = timestamp
+
+    def get_checkpoint_id(self) -> int:
+        return self._checkpoint_id
+
+    def get_checkpoint_timestamp(self) -> int:
+        return self._timestamp
+
+
+def _internal_list_state(name: str) -> Any:
+    """Engine-owned operator list state (source splits, sink transactions)."""
+    from flowrun.state.descriptors import ListStateDescriptor
+
+    from ..typeinfo import Types
+
+    return ListStateDescriptor(name, Types.PICKLED_BYTE_ARRAY())
+
+
+SOURCE_SPLITS_STATE = "_flowrun_source_splits"
+SINK_WRITER_STATE = "_flowrun_sink_writer_state"
+
+
 class StreamOperator:
     """Base of every runtime operator.
 
@@ -147,6 +175,40 @@ class StreamOperator:
 
     def process(self, records: Any, input_index: int = 0) -> None:  # pragma: no cover
         raise NotImplementedError
+
+    # -- checkpoints ------------------------------------------------------------------
+    def prepare_snapshot(self, checkpoint_id: int, timestamp: int) -> None:
+        """Synchronous part of a checkpoint: copy working variables into managed state.
+
+        Runs between two input batches, after every record before the barrier; the task
+        then snapshots the operator state store, the keyed backend and the timers.
+        """
+        from ..functions import CheckpointedFunction
+
+        if isinstance(self.function, CheckpointedFunction):
+            try:
+                self.function.snapshot_state(FunctionSnapshotContext(checkpoint_id, timestamp))
+            except Exception as exc:
+                raise UserCodeError(
+                    self.name, self.subtask, None, exc, what="snapshot_state() with"
+                ) from exc
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is durable (Flink's CheckpointListener)."""
+        self._notify("notify_checkpoint_complete", checkpoint_id)
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        self._notify("notify_checkpoint_aborted", checkpoint_id)
+
+    def _notify(self, method: str, checkpoint_id: int) -> None:
+        callback = getattr(self.function, method, None)
+        if callable(callback):
+            try:
+                callback(checkpoint_id)
+            except Exception as exc:
+                raise UserCodeError(
+                    self.name, self.subtask, None, exc, what=f"{method}() with"
+                ) from exc
 
     def end_input(self) -> None:
         """Every input of this operator reached its end (bounded streams)."""
@@ -326,6 +388,12 @@ class MapBatchesOperator(StreamOperator):
             self.output.emit(result)
 
 
+def _pickled() -> Any:
+    from ..typeinfo import Types
+
+    return Types.PICKLED_BYTE_ARRAY()
+
+
 def _numpy_type(array: pa.Array) -> Any:
     return np.float64 if pa.types.is_floating(array.type) else np.int64
 
@@ -385,6 +453,8 @@ class ArrowKeyedAggregateOperator(StreamOperator):
     total -- the batch-at-a-time counterpart of Flink's rolling aggregation.
     """
 
+    keyed_state = True  #: totals are checkpointed in a keyed backend, by key group
+
     def __init__(self, name: str, key_column: str, out_name: str) -> None:
         self.name = name
         self.key_column = key_column
@@ -392,7 +462,42 @@ class ArrowKeyedAggregateOperator(StreamOperator):
 
     def open(self) -> None:
         super().open()
+        # Totals live in a dict while running (the hot path is C-level dict and numpy
+        # work); keys touched since the last checkpoint are written to the keyed backend
+        # when one is taken, and read back from it on restore.
+        from flowrun.state.descriptors import ValueStateDescriptor
+
         self.totals: dict = {}
+        self._dirty: set = set()
+        backend = self.ctx.keyed_backend
+        self._state = backend.get_state(
+            ValueStateDescriptor(f"_flowrun_{self.out_name}", _pickled())
+        )
+        if self.ctx.restored:
+            keys = list(backend.keys(self._state_name))
+            groups = dict(
+                zip(keys, assign_key_groups(keys, self.ctx.max_parallelism).tolist(), strict=True)
+            )
+            self.totals = backend.read_values(self._state, groups)
+
+    @property
+    def _state_name(self) -> str:
+        return f"_flowrun_{self.out_name}"
+
+    def prepare_snapshot(self, checkpoint_id: int, timestamp: int) -> None:
+        if not self._dirty:
+            return
+        keys = list(self._dirty)
+        groups = dict(
+            zip(keys, assign_key_groups(keys, self.ctx.max_parallelism).tolist(), strict=True)
+        )
+        backend = self.ctx.keyed_backend
+        backend.begin_batch()
+        try:
+            backend.write_values(self._state, {k: self.totals[k] for k in keys}, groups)
+        finally:
+            backend.end_batch()
+        self._dirty = set()
 
     def process(self, batch: pa.RecordBatch, input_index: int = 0) -> None:
         try:
@@ -408,6 +513,7 @@ class ArrowKeyedAggregateOperator(StreamOperator):
         )
         new = previous + partial.to_numpy(zero_copy_only=False)
         totals.update(zip(key_list, new.tolist(), strict=True))
+        self._dirty.update(key_list)
         out = pa.RecordBatch.from_arrays(
             [keys, pa.array(new)], names=[self.key_column, self.out_name]
         )
@@ -425,8 +531,43 @@ class SinkOperator(StreamOperator):
         self.writer = self.sink.create_writer(
             self.ctx.index, self.ctx.parallelism, self.ctx.job_id, self.ctx.operator_uid
         )
+        #: with checkpointing, output becomes final with the job's last checkpoint
+        self.deferred_finish = bool(getattr(self.ctx, "checkpointing", False))
         try:
+            if self.ctx.restored:
+                state = self.ctx.operator_state_store.get_list_state(
+                    _internal_list_state(SINK_WRITER_STATE)
+                )
+                self.writer.restore_state(list(state.get()))
             self.writer.open()
+        except Exception as exc:
+            raise self.fail(None, exc) from exc
+
+    def prepare_snapshot(self, checkpoint_id: int, timestamp: int) -> None:
+        try:
+            snapshot = self.writer.snapshot_state(checkpoint_id)
+        except Exception as exc:
+            raise self.fail(None, exc) from exc
+        self.ctx.operator_state_store.get_list_state(
+            _internal_list_state(SINK_WRITER_STATE)
+        ).update(list(snapshot))
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        try:
+            self.writer.notify_checkpoint_complete(checkpoint_id)
+        except Exception as exc:
+            raise self.fail(None, exc) from exc
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        try:
+            self.writer.notify_checkpoint_aborted(checkpoint_id)
+        except Exception as exc:
+            raise self.fail(None, exc) from exc
+
+    def final_commit(self) -> None:
+        """The job's final checkpoint completed: make all output final."""
+        try:
+            self.writer.finish()
         except Exception as exc:
             raise self.fail(None, exc) from exc
 
@@ -446,7 +587,10 @@ class SinkOperator(StreamOperator):
         self.writer.flush()
 
     def end_input(self) -> None:
-        self.writer.finish()
+        if self.deferred_finish:
+            self.writer.flush()
+        else:
+            self.writer.finish()
 
     def abort(self) -> None:
         writer = getattr(self, "writer", None)
@@ -491,11 +635,27 @@ class SourceOperator(StreamOperator):
         self.source = source
 
     def open(self) -> None:
-        self.reader = self.source.create_reader(self.ctx.index, self.ctx.parallelism)
+        ctx = self.ctx
         try:
+            if ctx.restored:
+                splits = ctx.operator_state_store.get_list_state(
+                    _internal_list_state(SOURCE_SPLITS_STATE)
+                ).get()
+                self.reader = self.source.restore_reader(ctx.index, ctx.parallelism, list(splits))
+            else:
+                self.reader = self.source.create_reader(ctx.index, ctx.parallelism)
             self.reader.open()
         except Exception as exc:
             raise self.fail(None, exc) from exc
+
+    def prepare_snapshot(self, checkpoint_id: int, timestamp: int) -> None:
+        try:
+            splits = self.reader.snapshot_state(checkpoint_id)
+        except Exception as exc:
+            raise self.fail(None, exc) from exc
+        self.ctx.operator_state_store.get_list_state(
+            _internal_list_state(SOURCE_SPLITS_STATE)
+        ).update(list(splits))
 
     def close(self) -> None:
         reader = getattr(self, "reader", None)

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -27,6 +28,7 @@ import pyarrow as pa
 from flowrun.network.frames import EventKind, FrameKind
 from flowrun.network.network_environment import NetworkDescriptor, NetworkEnvironment
 
+from .checkpoint_barrier_handler import Barrier, CheckpointBarrierHandler
 from .operators import Output, SinkOperator, SourceOperator, StreamOperator, UserCodeError
 from .user_code import restore_source_file
 
@@ -93,6 +95,10 @@ class TaskInfo:
     main_file: str | None = None  #: the job script, to restore user tracebacks
     working_dir: str | None = None  #: the job's private directory (LMDB environments)
     state_backend: Any = None  #: a StateBackend object (env.set_state_backend / state.backend)
+    #: None when checkpointing is off, else {"exactly_once": bool}
+    checkpointing: dict | None = None
+    #: state to start from: {"location": checkpoint dir, "operators": {operator id: entry}}
+    restore: dict | None = None
 
 
 class OperatorContext:
@@ -110,10 +116,12 @@ class OperatorContext:
         from flowrun.state.operator_state import OperatorStateStore
 
         self.restored = False
-        self.operator_state_store = OperatorStateStore()
+        self.checkpointing = info.checkpointing is not None
+        self.operator_state_store = OperatorStateStore(node.operator_id)
         self.keyed_backend = None
         self.timer_service = None
-        if getattr(node.operator, "keyed", False):
+        op = node.operator
+        if getattr(op, "keyed", False) or getattr(op, "keyed_state", False):
             from flowrun.state.key_groups import KeyGroupRange
 
             from .timer_service import InternalTimerService
@@ -296,6 +304,12 @@ class StreamTask:
         self.subtask = f"{info.index + 1}/{info.parallelism}"
         self.net: NetworkEnvironment | None = None
         self.operators: list[StreamOperator] = []
+        #: JobManager messages served at the loop's safe points (between batches)
+        self._mail: deque = deque()
+        self._ended = False  #: end of partition sent downstream
+        self._finish_requested = False
+        self.checkpointer = None
+        self.barriers: CheckpointBarrierHandler | None = None
         #: buffers whose zero-copy data an operator still references: (gate, ch, buf, views)
         self._held: list = []
 
@@ -308,6 +322,30 @@ class StreamTask:
                 raise TaskCancelled("the JobManager went away") from None
             if message[0] == "cancel":
                 raise TaskCancelled("cancelled by the JobManager")
+            self._mail.append(message)
+
+    def _process_mail(self) -> None:
+        """Serve checkpoint messages; called only where no batch is half processed."""
+        while self._mail:
+            message = self._mail.popleft()
+            kind = message[0]
+            if kind == "trigger_checkpoint":
+                barrier = Barrier(*message[1])
+                # A running source starts the barrier; a task that already ended (or any
+                # task at the final checkpoint) just snapshots, nothing flows any more.
+                self.checkpointer.checkpoint(barrier, barrier.location, not self._ended)
+            elif kind == "abort_checkpoint":
+                cid = message[1]
+                if self.barriers is not None and self.barriers.abort(cid):
+                    self._unblock_released()
+                self.checkpointer.abort(cid)
+                for operator in self.operators:
+                    operator.notify_checkpoint_aborted(cid)
+            elif kind == "notify_complete":
+                for operator in self.operators:
+                    operator.notify_checkpoint_complete(message[1])
+            elif kind == "finish":
+                self._finish_requested = True
 
     def wait_io(self, timeout: float | None, extra: list[int] | None = None) -> None:
         fds = [self.control.fileno(), self.net.fileno()]
@@ -323,6 +361,16 @@ class StreamTask:
 
     def _backpressure_wait(self) -> None:
         self.wait_io(1.0)
+
+    # -- checkpoints ----------------------------------------------------------------
+    def _on_aligned(self, barrier: Barrier) -> None:
+        self._unblock_released()
+        self.checkpointer.checkpoint(barrier, barrier.location, True)
+
+    def _unblock_released(self) -> None:
+        gates = self.net.gates
+        for gate_index, channel in self.barriers.take_unblocked():
+            gates[gate_index].unblock(channel)
 
     # -- set-up -------------------------------------------------------------------
     def setup(self, pool_fd: int, doorbell_fd: int, peer_fds: dict[int, int]) -> None:
@@ -379,6 +427,32 @@ class StreamTask:
                 output = FanOutput(outputs)
             operator = self.operators[node_index]
             operator.setup(OperatorContext(self, node), output)
+        if self.info.checkpointing is not None:
+            from .subtask_checkpoint_coordinator import SubtaskCheckpointCoordinator
+
+            self.checkpointer = SubtaskCheckpointCoordinator(self)
+            if not spec.is_source:
+                self.barriers = CheckpointBarrierHandler(
+                    [len(g.channels) for g in self.net.gates],
+                    self.info.checkpointing["exactly_once"],
+                    self._on_aligned,
+                )
+        restore = self.info.restore
+        if restore is not None:
+            from .subtask_checkpoint_coordinator import restore_operator_state
+
+            for node, operator in zip(spec.nodes, self.operators, strict=True):
+                entry = restore["operators"].get(node.operator_id)
+                if entry is not None:
+                    try:
+                        restore_operator_state(operator.ctx, restore["location"], entry)
+                    except UserCodeError:
+                        raise
+                    except Exception as exc:
+                        raise RuntimeError(
+                            f"cannot restore the state of operator '{node.name}' from "
+                            f"{restore['location']}: {exc}"
+                        ) from exc
         for operator in self.operators:
             operator.open()
         # Sinks flush on the same timer as network buffers (time-based rolling, collect).
@@ -415,9 +489,14 @@ class StreamTask:
         next_flush = self._flush_deadline()
         timeout_s = self.spec.buffer_timeout / 1000.0
         control = self.control
+        checkpointer = self.checkpointer
         while True:
             if control.poll():
                 self._handle_control()
+            if self._mail:
+                self._process_mail()
+            if checkpointer is not None and checkpointer.busy:
+                checkpointer.pump()
             net.process_doorbell()
             try:
                 records = reader.poll(batch_size)
@@ -444,6 +523,8 @@ class StreamTask:
                     if t is not None
                 ]
                 timeout = max(0.0, min(waits) - now) if waits else None
+                if checkpointer is not None and checkpointer.busy:
+                    timeout = 0.0
                 fd = reader.fileno()
                 self.wait_io(timeout, [fd] if fd is not None else None)
                 now = time.monotonic()
@@ -499,6 +580,8 @@ class StreamTask:
         next_flush = self._flush_deadline()
         timeout_s = self.spec.buffer_timeout / 1000.0
         control = self.control
+        barriers = self.barriers
+        checkpointer = self.checkpointer
         while not all(g.all_ended() for g in gates):
             net.process_doorbell()
             progressed = False
@@ -513,8 +596,9 @@ class StreamTask:
                 # buffer is recycled at once. Arrow batches are zero-copy views of the
                 # buffer: they are processed before their buffer is recycled.
                 pending: list = []
+                events: list = []
                 copy = copy_input[gate_index]
-                while len(pending) < _MINI_BATCH_RECORDS:
+                while len(pending) < _MINI_BATCH_RECORDS and not events:
                     polled = gate.poll()
                     if polled is None:
                         break
@@ -531,6 +615,12 @@ class StreamTask:
                                 views.append(payload)
                         elif event == EventKind.END_OF_PARTITION:
                             gate.channels[channel].ended = True
+                            events.append((channel, None))
+                        elif event == EventKind.CHECKPOINT_BARRIER:
+                            barrier = Barrier.decode(payload)
+                            if barriers is not None and barriers.exactly_once:
+                                gate.block(channel)  # nothing after the barrier is read yet
+                            events.append((channel, barrier))
                     del memory
                     if views and not _released(views):
                         # An operator kept zero-copy data of this buffer: recycle it only
@@ -544,12 +634,27 @@ class StreamTask:
                         gate.recycle(channel, buffer)
                 if pending:
                     process(pending, input_index)
+                if events and barriers is not None:
+                    # Records before the barrier are processed: now it may complete.
+                    for channel, barrier in events:
+                        if barrier is None:
+                            barriers.on_end_of_partition(gate_index, channel)
+                        else:
+                            barriers.on_barrier(gate_index, channel, barrier)
+                            if (gate_index, channel) not in barriers.blocked:
+                                gate.unblock(channel)
+                    self._unblock_released()
                 if flush_always:
                     net.flush_all()
             if self._held:
                 self._recycle_released()
             if control.poll():
                 self._handle_control()
+            if self._mail:
+                self._process_mail()
+            if checkpointer is not None and checkpointer.busy:
+                checkpointer.pump()
+                progressed = True
             if self.keyed_operators:
                 self._fire_timers()
             now = time.monotonic()
@@ -566,6 +671,9 @@ class StreamTask:
             operator.end_input()
         for operator in self.flushables:
             operator.flush()
+        if self.checkpointer is not None:
+            self._finish_with_final_checkpoint()
+            return
         for operator in self.operators:
             operator.close()
         # Every producer has sent its end of partition, so none writes again: buffers
@@ -578,6 +686,49 @@ class StreamTask:
             partition.broadcast_event(EventKind.END_OF_PARTITION)
         while not self.net.outputs_drained():
             self.wait_io(1.0)
+
+    def _finish_with_final_checkpoint(self) -> None:
+        """End of input with checkpointing: output becomes final with a last checkpoint.
+
+        Flink's final checkpoint (FLIP-147): the task tells the JobManager it reached its
+        end and keeps serving checkpoint mail; when every task has, the JobManager takes a
+        checkpoint of all of them (nothing is in flight any more), notifies its completion
+        -- exactly-once sinks commit here -- and then lets the tasks finish. A failure
+        before that restarts from a checkpoint that does not contain the uncommitted
+        output, so nothing is written twice.
+        """
+        for partition in self.net.partitions:
+            partition.broadcast_event(EventKind.END_OF_PARTITION)
+        self._ended = True
+        checkpointer = self.checkpointer
+        while not self.net.outputs_drained():
+            self.wait_io(0.0 if checkpointer.busy else 1.0)
+            if self._mail:
+                self._process_mail()
+            checkpointer.pump()
+        checkpointer.complete_all()
+        self.control.send(("end_reached",))
+        while not self._finish_requested:
+            if self._mail:
+                self._process_mail()
+                continue
+            if checkpointer.busy:
+                checkpointer.pump()
+                self.wait_io(0.0)
+                continue
+            self.wait_io(1.0)
+        for operator in self.operators:
+            final_commit = getattr(operator, "final_commit", None)
+            if final_commit is not None:
+                final_commit()
+        for operator in self.flushables:
+            operator.flush()
+        for operator in self.operators:
+            operator.close()
+        for gate, channel, buffer, _views in self._held:
+            gate.recycle(channel, buffer)
+        self._held = []
+        self._close_backends()
 
     def metrics(self) -> dict:
         stats = self.net.stats

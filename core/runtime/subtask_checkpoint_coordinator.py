@@ -1,0 +1,239 @@
+"""The subtask side of checkpoints: snapshot the chain, write it, acknowledge; and restore.
+
+When a barrier is aligned (or a source is told to checkpoint), the task calls
+:meth:`SubtaskCheckpointCoordinator.checkpoint` between two input batches. The *synchronous*
+part runs at once: the barrier goes downstream first (so the next tasks can start aligning),
+then every operator of the chain copies its working variables into managed state
+(``prepare_snapshot``), its operator state is serialized, its keyed backend fixes the
+snapshot's content (an LMDB read transaction, or a serialization of the heap backend) and
+its timers are taken. The *asynchronous* part -- producing the Arrow streams of the keyed
+state and writing every file to checkpoint storage -- is pumped one file at a time from the
+task's mailbox loop, between input batches, so processing goes on while a large state is
+written. When the last file is written the task acknowledges the checkpoint to the
+JobManager with the file handles; the JobManager writes ``_metadata`` when every subtask has.
+
+Restoring is the reverse, before ``open()``: operator state of all old subtasks is read and
+redistributed by its mode (even split, union, broadcast), keyed state is read from every old
+subtask whose key-group range overlaps this one's (rows of other key groups are dropped), and
+timers likewise. The files and the metadata are the backend-neutral snapshot format of
+:mod:`flowrun.state.snapshot`, so any parallelism and either backend can restore them.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from flowrun.network.frames import EventKind
+
+from .checkpoint_barrier_handler import Barrier
+from .checkpoint_storage import StateHandle, read_state_file, write_state_file
+
+__all__ = ["SubtaskCheckpointCoordinator", "restore_operator_state"]
+
+
+class _PendingSnapshot:
+    __slots__ = ("checkpoint_id", "steps", "started", "sync_ms")
+
+    def __init__(self, checkpoint_id: int, steps: Iterator[None], started: float, sync_ms: float):
+        self.checkpoint_id = checkpoint_id
+        self.steps = steps
+        self.started = started
+        self.sync_ms = sync_ms
+
+
+class SubtaskCheckpointCoordinator:
+    """Takes, writes and acknowledges the checkpoints of one subtask."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+        self._pending: deque[_PendingSnapshot] = deque()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending)
+
+    def checkpoint(self, barrier: Barrier, location: str, emit_barrier: bool) -> None:
+        """Synchronous part; the asynchronous part is queued for :meth:`pump`."""
+        task = self.task
+        started = time.perf_counter()
+        cid = barrier.checkpoint_id
+        if emit_barrier:
+            payload = barrier.encode()
+            for partition in task.net.partitions:
+                partition.broadcast_event(EventKind.CHECKPOINT_BARRIER, payload)
+        try:
+            parts = []
+            for node, op in zip(task.spec.nodes, task.operators, strict=True):
+                op.prepare_snapshot(cid, barrier.timestamp)
+                ctx = op.ctx
+                backend = ctx.keyed_backend
+                timers = []
+                if ctx.timer_service is not None and len(ctx.timer_service):
+                    timers = [
+                        _ipc(batch) for batch in ctx.timer_service.snapshot(backend.key_serializer)
+                    ]
+                parts.append(
+                    (
+                        node.operator_id,
+                        ctx.operator_state_store.snapshot(),
+                        backend.snapshot_async() if backend is not None else None,
+                        timers,
+                        backend.key_group_range if backend is not None else None,
+                    )
+                )
+        except Exception as exc:
+            self._decline(cid, exc)
+            return
+        sync_ms = (time.perf_counter() - started) * 1000.0
+        steps = self._write(cid, location, parts, started, sync_ms)
+        self._pending.append(_PendingSnapshot(cid, steps, started, sync_ms))
+
+    def pump(self) -> None:
+        """Write one more file of the oldest pending snapshot (acknowledge it when done)."""
+        if not self._pending:
+            return
+        pending = self._pending[0]
+        try:
+            next(pending.steps)
+        except StopIteration:
+            self._pending.popleft()
+        except Exception as exc:
+            self._pending.popleft()
+            self._decline(pending.checkpoint_id, exc)
+
+    def complete_all(self) -> None:
+        """Finish every pending snapshot now (end of input, before the final checkpoint)."""
+        while self._pending:
+            self.pump()
+
+    def abort(self, checkpoint_id: int) -> None:
+        """Drop pending snapshots up to ``checkpoint_id`` (the JobManager gave up on them)."""
+        keep: deque[_PendingSnapshot] = deque()
+        for pending in self._pending:
+            if pending.checkpoint_id <= checkpoint_id:
+                pending.steps.close()
+            else:
+                keep.append(pending)
+        self._pending = keep
+
+    def _write(
+        self, cid: int, location: str, parts: list, started: float, sync_ms: float
+    ) -> Iterator[None]:
+        task = self.task
+        index = task.info.index
+        written = 0
+        operators: dict[str, dict] = {}
+        try:
+            for operator_id, op_streams, keyed, timers, key_groups in parts:
+                prefix = f"{operator_id[:16]}-{index}"
+                entry: dict[str, list] = {"operator": [], "keyed": [], "timers": []}
+                for i, stream in enumerate(op_streams):
+                    handle = write_state_file(location, f"{prefix}-op{i}.arrow", stream)
+                    written += handle.size
+                    entry["operator"].append(handle.to_json())
+                    yield
+                if keyed is not None:
+                    for i, stream in enumerate(keyed.streams()):
+                        handle = write_state_file(location, f"{prefix}-kg{i}.arrow", stream)
+                        written += handle.size
+                        entry["keyed"].append(
+                            {
+                                "handle": handle.to_json(),
+                                "key_groups": [key_groups.start, key_groups.end],
+                            }
+                        )
+                        yield
+                for i, stream in enumerate(timers):
+                    handle = write_state_file(location, f"{prefix}-timers{i}.arrow", stream)
+                    written += handle.size
+                    entry["timers"].append(
+                        {
+                            "handle": handle.to_json(),
+                            "key_groups": [key_groups.start, key_groups.end],
+                        }
+                    )
+                    yield
+                operators[operator_id] = entry
+        finally:
+            for _, _, keyed, _, _ in parts:
+                if keyed is not None and keyed.pending:
+                    keyed.cancel()
+        task.control.send(
+            (
+                "ack",
+                cid,
+                {
+                    "subtask": index,
+                    "operators": operators,
+                    "bytes": written,
+                    "sync_ms": sync_ms,
+                    "total_ms": (time.perf_counter() - started) * 1000.0,
+                },
+            )
+        )
+
+    def _decline(self, cid: int, exc: BaseException) -> None:
+        task = self.task
+        reason = f"{task.spec.vertex_name} ({task.subtask}): {exc}"
+        if not hasattr(exc, "operator"):
+            reason += "\n" + "".join(traceback.format_exception(exc)).rstrip()
+        task.control.send(("decline", cid, reason))
+
+
+def _ipc(batch: pa.RecordBatch) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def _overlaps(key_groups: list[int], own: Any) -> bool:
+    return key_groups[0] <= own.end and own.start <= key_groups[1]
+
+
+def restore_operator_state(ctx: Any, location: str, snapshot: dict) -> None:
+    """Load one operator's state of a completed checkpoint into ``ctx`` (before ``open``).
+
+    ``snapshot`` is the operator's entry of the checkpoint metadata: ``subtasks`` lists, per
+    old subtask, the handles of its operator state, keyed state and timers.
+    """
+    from flowrun.state.operator_state import redistribute
+
+    subtasks = snapshot["subtasks"]
+    ctx.restored = True
+    per_old = [
+        [read_state_file(location, StateHandle.from_json(h)) for h in sub.get("operator", [])]
+        for sub in subtasks
+    ]
+    if any(per_old):
+        mine = redistribute(per_old, ctx.parallelism)[ctx.index]
+        ctx.operator_state_store.restore(mine)
+    keyed = [e for sub in subtasks for e in sub.get("keyed", [])]
+    timers = [e for sub in subtasks for e in sub.get("timers", [])]
+    backend = ctx.keyed_backend
+    if backend is None:
+        if keyed or timers:
+            raise RuntimeError(
+                f"operator {ctx.operator_uid!r} has keyed state in the checkpoint but is not "
+                "keyed in this job (was key_by() removed?)"
+            )
+        return
+    own = backend.key_group_range
+    streams = [
+        read_state_file(location, StateHandle.from_json(e["handle"]))
+        for e in keyed
+        if _overlaps(e["key_groups"], own)
+    ]
+    if streams:
+        backend.restore(streams)
+    for e in timers:
+        if _overlaps(e["key_groups"], own):
+            data = read_state_file(location, StateHandle.from_json(e["handle"]))
+            batches = list(pa.ipc.open_stream(data))
+            ctx.timer_service.restore(batches, backend.key_serializer, own)

@@ -1,0 +1,53 @@
+"""Keyed word count over a text file with checkpoints; subtask 0 of the counting map kills
+itself with SIGKILL on its first attempt once a checkpoint completed and it saw more records.
+
+Usage: flowrun run checkpointed_count.py -p P -- INPUT KILL_AFTER [hashmap|lmdb] [arrow]
+Prints ``word count`` lines; the last line per word is that word's final count.
+"""
+
+import os
+import signal
+import sys
+
+from flowrun.core import MapFunction, StreamExecutionEnvironment, Types
+from flowrun.state import ValueStateDescriptor
+
+path, kill_after = sys.argv[1], int(sys.argv[2])
+
+
+class Count(MapFunction):
+    def open(self, runtime_context):
+        self.ctx = runtime_context
+        self.count = runtime_context.get_state(ValueStateDescriptor("count", Types.LONG()))
+        self.seen = 0
+        self.completed = False
+
+    def notify_checkpoint_complete(self, checkpoint_id):
+        self.completed = True
+
+    def map(self, word):
+        self.seen += 1
+        if (
+            kill_after >= 0
+            and self.completed
+            and self.seen > kill_after
+            and self.ctx.get_attempt_number() == 0
+            and self.ctx.get_index_of_this_subtask() == 0
+        ):
+            os.kill(os.getpid(), signal.SIGKILL)
+        n = (self.count.value() or 0) + 1
+        self.count.update(n)
+        return f"{word} {n}"
+
+
+env = StreamExecutionEnvironment.get_execution_environment()
+env.enable_checkpointing(50)
+(
+    env.read_text_file(path)
+    .flat_map(lambda line: line.split(), output_type=Types.STRING())
+    .key_by(lambda w: w)
+    .map(Count(), output_type=Types.STRING())
+    .uid("count")
+    .print()
+)
+env.execute("checkpointed count")
