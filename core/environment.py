@@ -254,6 +254,7 @@ class StreamExecutionEnvironment:
             <CheckpointingMode.AT_LEAST_ONCE: 1>
         """
         checkpoints = self.get_checkpoint_config()
+        checkpoints._check_interval(interval)  # before the mode, so a bad call changes nothing
         if mode is not None:
             checkpoints.set_checkpointing_mode(mode)
         checkpoints.set_checkpoint_interval(interval)
@@ -436,9 +437,14 @@ class StreamExecutionEnvironment:
             _Context.plans.append(job_graph.describe())
             return JobExecutionResult("0" * 32, 0)
         jm = JobManager(
-            job_graph, job_parameters=self._job_parameters, state_backend=self._state_backend
+            job_graph,
+            job_parameters=self._job_parameters,
+            state_backend=self._state_backend,
+            job_name=job_graph.job_name,
         )
         outcome = _run_with_sigint(jm)
+        if outcome.savepoint_path:
+            print(f"Savepoint completed. Path: {outcome.savepoint_path}", flush=True)
         result = JobExecutionResult(outcome.job_id, outcome.net_runtime_ms, outcome.metrics)
         _Context.results.append(result)
         return result

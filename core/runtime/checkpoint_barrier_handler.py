@@ -29,11 +29,18 @@ import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
-__all__ = ["Barrier", "CheckpointBarrierHandler", "FLAG_SAVEPOINT", "FLAG_UNALIGNED"]
+__all__ = [
+    "Barrier",
+    "CheckpointBarrierHandler",
+    "FLAG_SAVEPOINT",
+    "FLAG_STOP",
+    "FLAG_UNALIGNED",
+]
 
 _BARRIER = struct.Struct("<qqI")
 FLAG_SAVEPOINT = 1  #: the barrier belongs to a savepoint
 FLAG_UNALIGNED = 2  #: reserved for unaligned checkpoints
+FLAG_STOP = 4  #: stop-with-savepoint: sources emit nothing after this barrier
 
 
 class Barrier(NamedTuple):

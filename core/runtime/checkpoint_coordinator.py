@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import config as cfg
-from .checkpoint_barrier_handler import FLAG_SAVEPOINT
+from .checkpoint_barrier_handler import FLAG_SAVEPOINT, FLAG_STOP
 from .checkpoint_storage import (
     CheckpointStorage,
     StateHandle,
@@ -149,6 +149,7 @@ class CheckpointCoordinator:
         self,
         savepoint_dir: str | None = None,
         final: bool = False,
+        stop: bool = False,
         on_done: Callable[[CompletedCheckpoint | None, str | None], None] | None = None,
     ) -> int:
         """Start checkpoint (or savepoint into ``savepoint_dir``) ``n``; returns ``n``."""
@@ -167,7 +168,8 @@ class CheckpointCoordinator:
         if on_done is not None:
             pending.on_done.append(on_done)
         self.pending[cid] = pending
-        barrier = (cid, timestamp, FLAG_SAVEPOINT if is_savepoint else 0, location)
+        flags = (FLAG_SAVEPOINT if is_savepoint else 0) | (FLAG_STOP if stop else 0)
+        barrier = (cid, timestamp, flags, location)
         for task in self.tasks.values():
             if task.is_source or task.task_id in self.ended:
                 self.send(task.task_id, ("trigger_checkpoint", barrier))

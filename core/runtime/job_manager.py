@@ -12,7 +12,9 @@ unlinked when :meth:`JobManager.run` returns.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import queue
 import select
 import shutil
 import signal
@@ -55,6 +57,7 @@ class JobOutcome:
     job_id: str
     net_runtime_ms: int
     metrics: dict[int, dict] = field(default_factory=dict)
+    savepoint_path: str | None = None  #: set when the job was stopped with a savepoint
 
 
 def _chain_spec(job_graph: JobGraph, vertex_index: int) -> ChainSpec:
@@ -122,6 +125,7 @@ class JobManager:
         on_collect: Callable[[list], None] | None = None,
         job_parameters: dict | None = None,
         state_backend: Any = None,
+        job_name: str | None = None,
     ) -> None:
         from flowrun.state.backends import state_backend_from_name
 
@@ -135,6 +139,13 @@ class JobManager:
         self.job_parameters = job_parameters or {}
         self._cancel_r, self._cancel_w = os.pipe()
         self._cancel_reason: str | None = None
+        #: requests from other threads (REST): served by the supervision loop
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopped_with: str | None = None  #: savepoint path of a stop-with-savepoint
+        self.job_name = job_name or job_graph.job_name
+        self.start_time_ms = int(time.time() * 1000)
+        self.end_time_ms: int | None = None
         self.subtasks: list[_Subtask] = []
         self.status = "CREATED"
         self._lock = threading.Lock()
@@ -149,6 +160,73 @@ class JobManager:
             os.write(self._cancel_w, b"x")
         except OSError:
             pass
+
+    def trigger_savepoint(
+        self, target_directory: str | None = None, stop: bool = False
+    ) -> concurrent.futures.Future:
+        """Take a savepoint from any thread; the future's result is its path.
+
+        With ``stop`` the sources stop right after the savepoint barrier (nothing is
+        emitted after it), and the job ends once the savepoint completed: Flink's
+        stop-with-savepoint. Without a target the configured ``state.savepoints.dir`` is used.
+        """
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        self._requests.put(("savepoint", target_directory, stop, future))
+        try:
+            os.write(self._wake_w, b"r")
+        except OSError:
+            future.set_exception(JobExecutionError(f"job {self.job_id} is not running"))
+        return future
+
+    def overview(self) -> dict:
+        """A JSON-able picture of the job for the REST API (Flink's field names)."""
+        now = int(time.time() * 1000)
+        end = self.end_time_ms or -1
+        vertices = []
+        for vertex in self.job_graph.vertices:
+            states = [s.state for s in self.subtasks if s.ev.vertex is vertex]
+            vertices.append(
+                {
+                    "id": vertex.id,
+                    "name": vertex.name,
+                    "parallelism": vertex.parallelism,
+                    "status": _vertex_status(states, self.status),
+                    "tasks": {state: states.count(state) for state in set(states)},
+                }
+            )
+        coordinator = self.coordinator
+        checkpoints = {
+            "enabled": bool(getattr(self, "checkpointing", False)),
+            "completed": len(self.completed_checkpoints)
+            + (coordinator.stats["completed"] if coordinator is not None else 0),
+            "failed": coordinator.stats["failed"] if coordinator is not None else 0,
+            "in_progress": len(coordinator.pending) if coordinator is not None else 0,
+            "latest": None,
+        }
+        latest = coordinator.latest() if coordinator is not None else None
+        if latest is None and self.completed_checkpoints:
+            latest = self.completed_checkpoints[-1]
+        if latest is not None:
+            checkpoints["latest"] = {
+                "id": latest.checkpoint_id,
+                "external_path": latest.location,
+                "duration": round(latest.duration_ms),
+                "state_size": latest.size,
+                "trigger_timestamp": latest.timestamp,
+            }
+        return {
+            "jid": self.job_id,
+            "name": self.job_name,
+            "state": self.status,
+            "start-time": self.start_time_ms,
+            "end-time": end,
+            "duration": (self.end_time_ms or now) - self.start_time_ms,
+            "attempt": getattr(self, "attempt", 0),
+            "restarts": len(getattr(self, "failures", [])),
+            "vertices": vertices,
+            "checkpoints": checkpoints,
+        }
 
     def subtask_pids(self) -> list[int]:
         return [s.pid for s in self.subtasks]
@@ -208,6 +286,7 @@ class JobManager:
                 self.job_id,
                 int((time.monotonic() - start) * 1000),
                 {s.ev.task_id: s.metrics for s in self.subtasks},
+                self._stopped_with,
             )
         except BaseException:
             self.status = "FAILED" if self._cancel_reason is None else "CANCELED"
@@ -216,8 +295,20 @@ class JobManager:
         finally:
             self._teardown()
             shutil.rmtree(workdir, ignore_errors=True)
+            self.end_time_ms = int(time.time() * 1000)
+            self._fail_requests()
             os.close(self._cancel_r)
             os.close(self._cancel_w)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _fail_requests(self) -> None:
+        while True:
+            try:
+                _kind, _target, _stop, future = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            future.set_exception(JobExecutionError(f"job {self.job_id} ended ({self.status})"))
 
     def _run_attempt(self, plan: ExecutionPlan) -> None:
         conf = self.config
@@ -439,10 +530,15 @@ class JobManager:
                 deadline = coordinator.next_deadline()
                 if deadline is not None:
                     timeout = max(0.0, min(timeout, deadline - time.monotonic()))
-            fds = [self._cancel_r, *by_control, *by_pidfd]
+            fds = [self._cancel_r, self._wake_r, *by_control, *by_pidfd]
             ready, _, _ = select.select(fds, [], [], timeout)
             if self._cancel_r in ready:
                 raise JobCancelledError(f"Job {self.job_id} was {self._cancel_reason}.")
+            if self._wake_r in ready:
+                os.read(self._wake_r, 4096)
+                self._serve_requests()
+            if self._stopped_with is not None:
+                return  # stop-with-savepoint completed: the job ends here
             for fd in ready:
                 sub = by_control.get(fd)
                 if sub is None:
@@ -481,6 +577,45 @@ class JobManager:
             if coordinator is not None:
                 coordinator.poll()
                 self._drive_final_checkpoint()
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                kind, target, stop, future = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            assert kind == "savepoint"
+            coordinator = self.coordinator
+            target = target or self.config.get(cfg.SAVEPOINT_DIRECTORY)
+            if coordinator is None:
+                future.set_exception(
+                    JobExecutionError(
+                        f"job {self.job_id} has checkpointing disabled: savepoints need "
+                        "env.enable_checkpointing(...) or -D execution.checkpointing.interval"
+                    )
+                )
+                continue
+            if not target:
+                future.set_exception(
+                    JobExecutionError(
+                        "no savepoint directory: give one, or set state.savepoints.dir"
+                    )
+                )
+                continue
+
+            def done(completed: Any, error: str | None, future=future, stop=stop) -> None:
+                if completed is None:
+                    future.set_exception(JobExecutionError(error))
+                    return
+                future.set_result(completed.location)
+                if stop:
+                    self._stopped_with = completed.location
+                    os.write(self._wake_w, b"s")
+
+            try:
+                coordinator.trigger(savepoint_dir=target, stop=stop, on_done=done)
+            except Exception as exc:
+                future.set_exception(exc)
 
     def _on_message(self, sub: _Subtask, message: tuple) -> bool:
         """Handle one message of a subtask; True when the subtask finished."""
@@ -573,6 +708,16 @@ def cleanup_stale_working_dirs(parent: str) -> list[str]:
         shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
         removed.append(name)
     return removed
+
+
+def _vertex_status(states: list[str], job_status: str) -> str:
+    if job_status in ("FAILED", "CANCELED", "FINISHED"):
+        return job_status
+    if states and all(s == "finished" for s in states):
+        return "FINISHED"
+    if states and all(s in ("running", "ended", "finished") for s in states):
+        return "RUNNING"
+    return "DEPLOYING" if job_status == "RUNNING" else job_status
 
 
 def _resolve_restore(path: str) -> str:

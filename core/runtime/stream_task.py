@@ -28,7 +28,7 @@ import pyarrow as pa
 from flowrun.network.frames import EventKind, FrameKind
 from flowrun.network.network_environment import NetworkDescriptor, NetworkEnvironment
 
-from .checkpoint_barrier_handler import Barrier, CheckpointBarrierHandler
+from .checkpoint_barrier_handler import FLAG_STOP, Barrier, CheckpointBarrierHandler
 from .operators import Output, SinkOperator, SourceOperator, StreamOperator, UserCodeError
 from .user_code import restore_source_file
 
@@ -308,6 +308,7 @@ class StreamTask:
         self._mail: deque = deque()
         self._ended = False  #: end of partition sent downstream
         self._finish_requested = False
+        self._source_stopped = False
         self.checkpointer = None
         self.barriers: CheckpointBarrierHandler | None = None
         #: buffers whose zero-copy data an operator still references: (gate, ch, buf, views)
@@ -331,6 +332,8 @@ class StreamTask:
             kind = message[0]
             if kind == "trigger_checkpoint":
                 barrier = Barrier(*message[1])
+                if barrier.flags & FLAG_STOP and self.spec.is_source:
+                    self._source_stopped = True  # stop-with-savepoint: nothing after it
                 # A running source starts the barrier; a task that already ended (or any
                 # task at the final checkpoint) just snapshots, nothing flows any more.
                 self.checkpointer.checkpoint(barrier, barrier.location, not self._ended)
@@ -497,6 +500,9 @@ class StreamTask:
                 self._process_mail()
             if checkpointer is not None and checkpointer.busy:
                 checkpointer.pump()
+            if self._source_stopped:
+                self.wait_io(0.0 if checkpointer.busy else None)
+                continue
             net.process_doorbell()
             try:
                 records = reader.poll(batch_size)
