@@ -320,7 +320,14 @@ class DataStream:
         return self._sink(name, ops.SinkOperator(name, sink))
 
     def add_sink(self, sink_func: Any) -> DataStreamSink:
-        return self.sink_to(sink_func)
+        """Legacy sink: a ``SinkFunction`` (e.g. a ``TwoPhaseCommitSinkFunction``) called per
+        record; each subtask runs its own copy. A ``Sink`` is accepted too (as ``sink_to``)."""
+        from .connectors.sink_function import SinkFunctionSink, sink_of
+
+        sink = sink_of(sink_func)
+        if not isinstance(sink, SinkFunctionSink):
+            return self.sink_to(sink)
+        return self._sink(sink.name, ops.SinkOperator(sink.name, sink))
 
     def execute_and_collect(self, job_execution_name: str | None = None, limit: int | None = None):
         """Run the job and return its records: a list with ``limit``, else an iterator."""
