@@ -297,13 +297,17 @@ class CheckpointConfig:
 
     def set_checkpoint_interval(self, checkpoint_interval: int) -> CheckpointConfig:
         """Checkpoint every ``checkpoint_interval`` ms (at least 10, as in Flink)."""
+        self._config.set(cfg.CHECKPOINTING_INTERVAL.key, self._check_interval(checkpoint_interval))
+        return self
+
+    @staticmethod
+    def _check_interval(checkpoint_interval: Any) -> int:
         if _int_arg(checkpoint_interval, "checkpoint_interval") < cfg.MINIMAL_CHECKPOINT_TIME:
             raise ValueError(
                 f"checkpoint interval must be at least {cfg.MINIMAL_CHECKPOINT_TIME} ms, "
                 f"got {checkpoint_interval} ms"
             )
-        self._config.set(cfg.CHECKPOINTING_INTERVAL.key, checkpoint_interval)
-        return self
+        return checkpoint_interval
 
     def get_checkpointing_mode(self) -> CheckpointingMode:
         return CheckpointingMode[self._config.get(cfg.CHECKPOINTING_MODE)]
