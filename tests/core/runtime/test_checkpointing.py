@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import collections
+import glob
 import os
 import random
+import signal
+import threading
+import time
 
 import pytest
-from flowrun_testing import run_flowrun, shm_segments
+from flowrun_testing import CliRun, run_flowrun, shm_segments, wait_gone
+
+from flowrun.core.runtime.checkpoint_storage import find_latest_checkpoint
 
 JOB = os.path.join(os.path.dirname(__file__), "jobs", "checkpointed_count.py")
 
@@ -60,4 +66,76 @@ def test_kill_9_of_a_subtask_recovers_exact_state_from_the_checkpoint(tmp_path, 
     assert code == 0, err
     assert "restarting (attempt 1)" in err and "from checkpoint" in err, err
     assert _final_counts(out) == dict(expected)
+    assert shm_segments() <= before
+
+
+def _merge_final(*outputs: str) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for out in outputs:
+        merged.update(_final_counts(out))
+    return merged
+
+
+def _wait_for_checkpoint(base, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if glob.glob(os.path.join(base, "*", "chk-*", "_metadata")):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint completed under {base}")
+
+
+@pytest.mark.parametrize("new_parallelism", [3, 1])
+def test_kill_9_of_the_job_manager_then_resume_from_the_retained_checkpoint(
+    tmp_path, new_parallelism
+):
+    expected = _words(str(tmp_path / "in.txt"), 60_000)
+    checkpoints = str(tmp_path / "chk")
+    before = shm_segments()
+    run = CliRun(
+        [
+            "run",
+            JOB,
+            "-p",
+            "2",
+            "-D",
+            f"state.checkpoints.dir={checkpoints}",
+            "-D",
+            "state.backend=lmdb",
+            "--",
+            str(tmp_path / "in.txt"),
+            "-1",
+            "slow",
+        ]
+    )
+    chunks: list[str] = []  # drain stdout while the job runs, or the print sink blocks
+    reader = threading.Thread(target=lambda: chunks.append(run.proc.stdout.read()))
+    reader.start()
+    _wait_for_checkpoint(checkpoints)
+    os.kill(run.proc.pid, signal.SIGKILL)
+    run.proc.wait(timeout=30)
+    reader.join(timeout=30)
+    code, out1 = run.proc.returncode, "".join(chunks)
+    assert code == -signal.SIGKILL
+    assert wait_gone(run.mark) == [], "subtasks outlived their JobManager"
+    assert shm_segments() <= before
+    latest = find_latest_checkpoint(os.path.join(checkpoints, os.listdir(checkpoints)[0]))
+    assert latest is not None
+    code, out2, err = run_flowrun(
+        [
+            "run",
+            JOB,
+            "-p",
+            str(new_parallelism),
+            "-D",
+            f"execution.savepoint.path={latest}",
+            "-D",
+            "state.backend=hashmap",
+            "--",
+            str(tmp_path / "in.txt"),
+            "-1",
+        ]
+    )
+    assert code == 0, err
+    assert _merge_final(out1, out2) == dict(expected)
     assert shm_segments() <= before

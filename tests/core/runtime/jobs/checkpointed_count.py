@@ -1,18 +1,21 @@
 """Keyed word count over a text file with checkpoints; subtask 0 of the counting map kills
 itself with SIGKILL on its first attempt once a checkpoint completed and it saw more records.
 
-Usage: flowrun run checkpointed_count.py -p P -- INPUT KILL_AFTER [hashmap|lmdb] [arrow]
-Prints ``word count`` lines; the last line per word is that word's final count.
+Usage: flowrun run checkpointed_count.py -p P -- INPUT KILL_AFTER [slow]
+Prints ``word count`` lines; the last line per word is that word's final count. ``slow``
+sleeps a millisecond every 200 records, so that a test can act while the job runs.
 """
 
 import os
 import signal
 import sys
+import time
 
 from flowrun.core import MapFunction, StreamExecutionEnvironment, Types
 from flowrun.state import ValueStateDescriptor
 
 path, kill_after = sys.argv[1], int(sys.argv[2])
+slow = "slow" in sys.argv[3:]
 
 
 class Count(MapFunction):
@@ -27,6 +30,8 @@ class Count(MapFunction):
 
     def map(self, word):
         self.seen += 1
+        if slow and self.seen % 200 == 0:
+            time.sleep(0.001)
         if (
             kill_after >= 0
             and self.completed
