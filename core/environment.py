@@ -446,6 +446,7 @@ class StreamExecutionEnvironment:
         if outcome.savepoint_path:
             print(f"Savepoint completed. Path: {outcome.savepoint_path}", flush=True)
         result = JobExecutionResult(outcome.job_id, outcome.net_runtime_ms, outcome.metrics)
+        result._outcome = outcome  # checkpoints and restarts, for benchmarks and tests
         _Context.results.append(result)
         return result
 

@@ -66,6 +66,8 @@ class CompletedCheckpoint:
     timestamp: int
     duration_ms: float
     size: int
+    sync_ms: float = 0.0  #: longest synchronous part over the subtasks
+    async_ms: float = 0.0  #: longest asynchronous part (files written) over the subtasks
 
 
 @dataclass
@@ -112,6 +114,7 @@ class CheckpointCoordinator:
         self.next_id = first_checkpoint_id
         self.pending: dict[int, _Pending] = {}
         self.completed: list[CompletedCheckpoint] = []
+        self.history: list[CompletedCheckpoint] = []  #: every completed one, savepoints too
         self.ended: set[int] = set()  #: subtasks that reached their end (final checkpoint)
         self.failed_in_a_row = 0
         self.stats = {"completed": 0, "failed": 0}
@@ -251,7 +254,13 @@ class CheckpointCoordinator:
             pending.timestamp,
             (self.clock() - pending.started) * 1000.0,
             size,
+            max((a.get("sync_ms", 0.0) for a in pending.acks.values()), default=0.0),
+            max(
+                (a.get("total_ms", 0.0) - a.get("sync_ms", 0.0) for a in pending.acks.values()),
+                default=0.0,
+            ),
         )
+        self.history.append(completed)
         self.failed_in_a_row = 0
         self.stats["completed"] += 1
         self._last_done = self.clock()

@@ -58,6 +58,9 @@ class JobOutcome:
     net_runtime_ms: int
     metrics: dict[int, dict] = field(default_factory=dict)
     savepoint_path: str | None = None  #: set when the job was stopped with a savepoint
+    checkpoints: list = field(default_factory=list)  #: CompletedCheckpoint of every attempt
+    #: per restart: {"cause", "failed_at", "deployed_at", "running_at"} (time.monotonic())
+    restarts: list[dict] = field(default_factory=list)
 
 
 def _chain_spec(job_graph: JobGraph, vertex_index: int) -> ChainSpec:
@@ -253,6 +256,8 @@ class JobManager:
         self.attempt = 0
         self.failures: list[str] = []
         self.completed_checkpoints: list = []
+        self.checkpoint_history: list = []
+        self.restarts: list[dict] = []
         restore_path = conf.get(cfg.SAVEPOINT_PATH)
         self.restore_location = _resolve_restore(restore_path) if restore_path else None
         try:
@@ -268,6 +273,7 @@ class JobManager:
                     self._run_attempt(plan)
                     break
                 except (JobExecutionError, CheckpointFailure) as exc:
+                    self._failed_at = time.monotonic()
                     if isinstance(exc, JobCancelledError) or self._cancel_reason is not None:
                         raise
                     self._teardown()
@@ -287,6 +293,8 @@ class JobManager:
                 int((time.monotonic() - start) * 1000),
                 {s.ev.task_id: s.metrics for s in self.subtasks},
                 self._stopped_with,
+                self.checkpoint_history,
+                self.restarts,
             )
         except BaseException:
             self.status = "FAILED" if self._cancel_reason is None else "CANCELED"
@@ -318,6 +326,8 @@ class JobManager:
         try:
             restore = self._load_restore(self.restore_location) if self.restore_location else None
             self._deploy(plan, pool, attempt_dir, restore)
+            if self.restarts:
+                self.restarts[-1]["deployed_at"] = time.monotonic()
             self.coordinator = None
             if self.checkpointing:
                 first_id = restore["checkpoint_id"] + 1 if restore else 1
@@ -334,6 +344,7 @@ class JobManager:
             self._supervise()
         finally:
             if self.coordinator is not None:
+                self.checkpoint_history.extend(self.coordinator.history)
                 self.completed_checkpoints = (
                     self.completed_checkpoints + self.coordinator.completed
                 )[-max(1, conf.get(cfg.MAX_RETAINED_CHECKPOINTS)) :]
@@ -343,6 +354,7 @@ class JobManager:
 
     def _before_restart(self, exc: BaseException) -> None:
         """Wait the strategy's backoff (cancellable), then pick the state to restore."""
+        self.restarts.append({"cause": str(exc).splitlines()[0], "failed_at": self._failed_at})
         self.attempt += 1
         self.failures.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         backoff_ms = self.restart_strategy.get_backoff_time()
@@ -635,6 +647,10 @@ class JobManager:
             sub.state = "attached"
         elif kind == "running":
             sub.state = "running"
+            if self.restarts and all(
+                s.state != "attached" and s.state != "deploying" for s in self.subtasks
+            ):
+                self.restarts[-1].setdefault("running_at", time.monotonic())
         elif kind == "finished":
             sub.state = "finished"
             sub.metrics = message[1]
