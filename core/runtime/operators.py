@@ -534,6 +534,9 @@ class SinkOperator(StreamOperator):
         #: with checkpointing, output becomes final with the job's last checkpoint
         self.deferred_finish = bool(getattr(self.ctx, "checkpointing", False))
         try:
+            tell = getattr(self.writer, "set_checkpointing_enabled", None)
+            if tell is not None:  # writers that hold output back until a checkpoint completes
+                tell(self.deferred_finish)
             if self.ctx.restored:
                 state = self.ctx.operator_state_store.get_list_state(
                     _internal_list_state(SINK_WRITER_STATE)
