@@ -39,6 +39,7 @@ from ..graph.job_graph import JobGraph
 from .checkpoint_coordinator import CheckpointCoordinator, CheckpointFailure, TaskRef
 from .execution_graph import ExecutionPlan
 from .forkserver import get_fork_server
+from .rest_server import JobEndpoint
 from .stream_task import ChainNodeSpec, ChainSpec, InEdgeSpec, OutEdgeSpec, TaskInfo
 
 __all__ = ["JobManager", "JobExecutionError", "JobCancelledError", "JobOutcome"]
@@ -137,7 +138,8 @@ class JobManager:
         )
         self.job_graph = job_graph
         self.config = job_graph.config
-        self.job_id = job_id or uuid.uuid4().hex
+        # FLOWRUN_JOB_ID: set by `flowrun run -d`, which must know the id first (one job only)
+        self.job_id = job_id or os.environ.pop("FLOWRUN_JOB_ID", None) or uuid.uuid4().hex
         self.on_collect = on_collect
         self.job_parameters = job_parameters or {}
         self._cancel_r, self._cancel_w = os.pipe()
@@ -260,7 +262,9 @@ class JobManager:
         self.restarts: list[dict] = []
         restore_path = conf.get(cfg.SAVEPOINT_PATH)
         self.restore_location = _resolve_restore(restore_path) if restore_path else None
+        endpoint = JobEndpoint(self)  # REST API + job registry entry (flowrun list, cancel, ...)
         try:
+            endpoint.start()
             plan = ExecutionPlan(
                 self.job_graph,
                 segment_size=conf.get(cfg.SEGMENT_SIZE),
@@ -305,6 +309,7 @@ class JobManager:
             shutil.rmtree(workdir, ignore_errors=True)
             self.end_time_ms = int(time.time() * 1000)
             self._fail_requests()
+            endpoint.close()
             os.close(self._cancel_r)
             os.close(self._cancel_w)
             os.close(self._wake_r)
