@@ -90,6 +90,7 @@ class _Context:
     config: Configuration | None = None
     plan_only: bool = False
     plans: list[str] = []
+    job_graphs: list[JobGraph] = []  #: the plans' JobGraphs (flowrun savepoint diff)
     results: list[JobExecutionResult] = []
     job_managers: list[Any] = []
 
@@ -435,6 +436,7 @@ class StreamExecutionEnvironment:
         self._transformations = []
         if _Context.plan_only:
             _Context.plans.append(job_graph.describe())
+            _Context.job_graphs.append(job_graph)
             return JobExecutionResult("0" * 32, 0)
         jm = JobManager(
             job_graph,
