@@ -67,6 +67,10 @@ class BulkWriter:
         """Write everything still buffered and the footer. Must not close the stream."""
         raise NotImplementedError
 
+    def discard(self) -> None:
+        """The part is being thrown away (the job failed): release what the writer holds
+        without finishing it; the sink then deletes the file. Must not close the stream."""
+
 
 class BulkWriterFactory:
     """Picklable description of a bulk format; builds one :class:`BulkWriter` per part file."""

@@ -214,10 +214,13 @@ class _BulkPart:
 
     def discard(self) -> None:
         try:
-            self.stream.close()
-        except Exception:
-            pass
-        _unlink_quietly(self.temp_path)
+            self.writer.discard()
+        finally:
+            try:
+                self.stream.close()
+            except Exception:
+                pass
+            _unlink_quietly(self.temp_path)
 
 
 def _unlink_quietly(path: str) -> None:

@@ -198,6 +198,13 @@ class ParquetBulkWriter(BulkWriter):
         self._write_row_group()
         self._writer.close()  # writes the footer; a stream we did not open stays open
 
+    def discard(self) -> None:
+        self._buffered = []
+        try:
+            self._writer.close()  # into a file about to be deleted; keeps pyarrow quiet
+        except Exception:
+            pass
+
 
 class ParquetBulkWriters:
     """PyFlink's factory of Parquet bulk writers."""
