@@ -459,3 +459,84 @@ def test_job_without_checkpointing_writes_the_same_files_as_before(tmp_path):
         f"part-{uid}-0-0": "".join(f"n={x}\n" for x in range(1, 1001)),
         f"part-{uid}-1-0": "".join(f"n={x}\n" for x in range(1001, 2001)),
     }
+
+
+CHECKPOINTED_JOB = """
+import os, signal, sys, time
+from flowrun.core import MapFunction, StreamExecutionEnvironment, Types
+from flowrun.core.connectors import (
+    BucketAssigner, Encoder, FileSink, NumberSequenceSource, RollingPolicy,
+)
+
+out, n, kill_after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+
+class KillOnce(MapFunction):
+    # subtask 0 dies by SIGKILL on its first attempt, once a checkpoint has completed
+    def open(self, runtime_context):
+        self.ctx = runtime_context
+        self.seen = 0
+        self.completed = False
+
+    def notify_checkpoint_complete(self, checkpoint_id):
+        self.completed = True
+
+    def map(self, x):
+        self.seen += 1
+        if self.seen % 100 == 0:
+            time.sleep(0.002)  # give checkpoints time to happen
+        if (
+            self.completed
+            and self.seen > kill_after
+            and self.ctx.get_attempt_number() == 0
+            and self.ctx.get_index_of_this_subtask() == 0
+        ):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return f"n={x}"
+
+
+env = StreamExecutionEnvironment.get_execution_environment()
+env.set_parallelism(2)
+env.enable_checkpointing(50)
+(
+    env.from_source(NumberSequenceSource(1, n), None, "numbers")
+    .map(KillOnce(), output_type=Types.STRING())
+    .sink_to(
+        FileSink.for_row_format(out, Encoder.simple_string_encoder())
+        .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
+        .with_rolling_policy(RollingPolicy.default_rolling_policy(part_size=20000))
+        .build()
+    )
+    .uid("sink")
+)
+env.execute("exactly-once file sink")
+"""
+
+
+def test_job_killed_mid_stream_commits_every_record_exactly_once(tmp_path):
+    job = tmp_path / "job.py"
+    job.write_text(CHECKPOINTED_JOB)
+    out = tmp_path / "out"
+    code, _, err = run_flowrun(
+        [
+            "run",
+            str(job),
+            "-D",
+            "restart-strategy=fixed-delay",
+            "-D",
+            "restart-strategy.fixed-delay.attempts=3",
+            "-D",
+            "restart-strategy.fixed-delay.delay=0",
+            "-D",
+            f"state.checkpoints.dir=file://{tmp_path / 'checkpoints'}",
+            "--",
+            str(out),
+            "40000",
+            "8000",
+        ]
+    )
+    assert code == 0, err
+    assert "killed by signal SIGKILL" in err and "restarting (attempt 1)" in err, err
+    assert "from checkpoint" in err, err
+    assert lines(visible(out)) == Counter(f"n={x}" for x in range(1, 40001))
+    assert not hidden(out)
