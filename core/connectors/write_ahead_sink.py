@@ -254,6 +254,7 @@ class WriteAheadSinkWriter(SinkWriter):
         self._pending: list[dict[str, Any]] = []  # logged intervals, by checkpoint id
         self._committers: dict[str, CheckpointCommitter] = {}
         self._checkpointing: bool | None = None
+        self._last_checkpoint = 0  # the newest checkpoint this writer logged an interval for
         self._restored = False
         self._opened = False
 
@@ -319,6 +320,7 @@ class WriteAheadSinkWriter(SinkWriter):
 
     def snapshot_state(self, checkpoint_id: int) -> list[Any]:
         self._checkpointing = True
+        self._last_checkpoint = max(self._last_checkpoint, checkpoint_id)
         if self._current:
             self._pending.append(
                 {
@@ -338,9 +340,8 @@ class WriteAheadSinkWriter(SinkWriter):
 
     def finish(self) -> None:
         try:
-            if self._current:
-                last = max((e["checkpoint_id"] for e in self._pending), default=0)
-                self.snapshot_state(last + 1)
+            if self._current:  # records after the last checkpoint: one more interval
+                self.snapshot_state(self._last_checkpoint + 1)
             if not self._send_pending(float("inf")):
                 entry = self._pending[0]
                 raise RuntimeError(
