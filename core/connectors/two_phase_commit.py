@@ -34,8 +34,8 @@ Example (a sink writing each transaction to a file, made visible by a rename)::
     ...         self.directory, self.count = directory, 0
     ...     def begin_transaction(self):
     ...         self.count += 1
-    ...         name = f"out-{self.count}"
-    ...         return FileTxn(os.path.join(self.directory, "." + name), os.path.join(self.directory, name))
+    ...         final = os.path.join(self.directory, f"out-{self.count}")
+    ...         return FileTxn(os.path.join(self.directory, f".out-{self.count}"), final)
     ...     def invoke(self, transaction, value, context):
     ...         with open(transaction.temp, "a") as f:
     ...             f.write(f"{value}\\n")
@@ -105,7 +105,9 @@ class TwoPhaseCommitSinkFunction(SinkFunction, Generic[TXN]):
         """Start a new transaction and return its (picklable) handle."""
 
     @abstractmethod
-    def invoke(self, transaction: TXN, value: Any, context: SinkFunction.Context) -> None:  # type: ignore[override]
+    def invoke(  # type: ignore[override]
+        self, transaction: TXN, value: Any, context: SinkFunction.Context
+    ) -> None:
         """Write ``value`` within ``transaction``."""
 
     @abstractmethod

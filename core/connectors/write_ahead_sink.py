@@ -118,8 +118,8 @@ class SqliteCheckpointCommitter(CheckpointCommitter):
     >>> c.set_job_id("gen-1"); c.set_operator_id("wal")
     >>> c.create_resource(); c.open()
     >>> c.commit_checkpoint(0, 3)
-    >>> c.is_checkpoint_committed(0, 2), c.is_checkpoint_committed(0, 4), c.is_checkpoint_committed(1, 1)
-    (True, False, False)
+    >>> [c.is_checkpoint_committed(s, cid) for s, cid in [(0, 2), (0, 4), (1, 1)]]
+    [True, False, False]
     >>> c.close()
     """
 
