@@ -90,7 +90,9 @@ class TwoPhaseCommitSinkFunction(SinkFunction, Generic[TXN]):
     """Base of exactly-once sink functions; implement the five abstract methods.
 
     A subclass does not need to call ``super().__init__()``; the protocol's bookkeeping is set
-    up when the subtask starts.
+    up when the subtask starts. As in Flink (``initializeState`` runs before ``open``), the
+    recovery calls and the first ``begin_transaction`` come *before* ``open``: they must work
+    from the transaction handles and the function's own configuration alone.
     """
 
     _transaction_timeout: int | None = None

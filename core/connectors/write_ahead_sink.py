@@ -235,7 +235,13 @@ class GenericWriteAheadSink(Sink):
     def create_writer(
         self, subtask_index: int, parallelism: int, job_id: str, operator_uid: str
     ) -> WriteAheadSinkWriter:
-        sender = copy.deepcopy(self)
+        try:
+            sender = copy.deepcopy(self)
+        except Exception as exc:
+            raise TypeError(
+                f"{type(self).__name__} cannot be copied for each subtask ({exc}); a sink must "
+                "be picklable until open() -- connect in open(), not in __init__()"
+            ) from exc
         sender.subtask_index = subtask_index
         sender.parallelism = parallelism
         return WriteAheadSinkWriter(sender, subtask_index, operator_uid)
