@@ -43,6 +43,9 @@ class Kind(IntEnum):
     DATA = 1  #: sender -> receiver: buffer, length, backlog
     RECYCLE = 2  #: receiver -> sender: buffer is free; value = credit granted back
     CREDIT = 3  #: receiver -> sender: value = floating credits granted
+    #: sender -> receiver: an unaligned checkpoint barrier that overtakes the channel's
+    #: queued buffers; buffer = checkpoint id (low 32 bits), length = high 32 bits
+    PRIORITY_BARRIER = 4
 
 
 def create_doorbell_pipe() -> tuple[int, int]:

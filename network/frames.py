@@ -428,6 +428,17 @@ class BatchReader:
         #: object still references the batch, ``exported.release()`` raises BufferError
         self.exported: memoryview | None = None
 
+    @property
+    def schema_bytes(self) -> bytes:
+        """The encapsulated schema message in effect (what :meth:`prime` takes back)."""
+        return self._schema_bytes
+
+    def prime(self, schema_bytes: bytes) -> None:
+        """Start decoding as if a BATCH frame with this schema had been read."""
+        self.schema = pa.ipc.read_schema(pa.py_buffer(schema_bytes))
+        self._schema_bytes = schema_bytes
+        self._has_dictionaries = any(_has_dictionary(field.type) for field in self.schema)
+
     def read(self, kind: int, payload: memoryview) -> pa.RecordBatch:
         if kind == FrameKind.BATCH_BODY:
             if self.schema is None:

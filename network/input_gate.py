@@ -19,7 +19,7 @@ from .credit import CreditLedger
 from .doorbell import DoorbellWriter, Kind
 from .frames import FIRST, HEADER, LAST, BatchReader, FrameKind, read_batch
 
-__all__ = ["InputChannel", "InputGate"]
+__all__ = ["ChannelReadState", "InputChannel", "InputGate", "read_frames"]
 
 _BATCH = FrameKind.BATCH
 _BATCH_BODY = FrameKind.BATCH_BODY
@@ -71,6 +71,8 @@ class InputGate:
         self._ready: deque[InputChannel] = deque()
         self.buffers_received = 0
         self.bytes_received = 0
+        #: unaligned checkpoint barriers that arrived ahead of data: (channel, checkpoint id)
+        self.priority_barriers: list[tuple[int, int]] = []
         #: the distinct doorbell writers of the channels' producers
         self._peers: list[DoorbellWriter] = list({id(ch.peer): ch.peer for ch in channels}.values())
 
@@ -119,6 +121,11 @@ class InputGate:
         for ch in self.channels:
             self.unblock(ch.index)
 
+    def queued_bytes(self, channel: int) -> list[bytes]:
+        """Copies of the buffers queued on ``channel`` (in-flight data of a checkpoint)."""
+        pool = self._pool
+        return [bytes(pool.buffer(b)[:n]) for b, n in self.channels[channel].queue]
+
     # -- consuming ------------------------------------------------------------
     def has_data(self) -> bool:
         return bool(self._ready)
@@ -153,43 +160,62 @@ class InputGate:
     def read(
         self, channel: int, memory: memoryview, copy: bool = False
     ) -> Iterator[tuple[int, pa.RecordBatch | None, int, memoryview | None]]:
-        """Decode the frames of a buffer into ``(kind, batch, event, payload)`` items.
-
-        A batch is read zero-copy from the shared buffer and its ``payload`` is the
-        memoryview its Arrow buffers were exported from: as long as any Arrow object
-        still references the batch, ``payload.release()`` raises BufferError, so the
-        task can tell whether the buffer may be recycled. With ``copy`` the frame is
-        copied to ordinary memory first (payload None). Fragments are reassembled in
-        ordinary memory. Events reference the shared buffer until :meth:`recycle`.
-        """
-        ch = self.channels[channel]
-        batches = ch.batches
-        unpack = HEADER.unpack_from
-        length = len(memory)
-        offset = 0
-        while offset + 8 <= length:
-            size, kind, flags, event = unpack(memory, offset)
-            start = offset + 8
-            offset = (start + size + 7) & ~7
-            if kind == _BATCH_BODY or kind == _BATCH:
-                if copy:
-                    frame = memoryview(bytes(memory[start : start + size]))
-                    yield _BATCH, batches.read(kind, frame), 0, None
-                else:
-                    batch = batches.read(kind, memory[start : start + size])
-                    yield _BATCH, batch, 0, batches.exported
-            elif kind == _EVENT:
-                yield _EVENT, None, event, memory[start : start + size]
-            elif kind == _FRAGMENT:
-                if flags & FIRST:
-                    ch.fragments = []
-                ch.fragments.append(bytes(memory[start : start + size]))
-                if flags & LAST:
-                    data = pa.py_buffer(b"".join(ch.fragments))
-                    ch.fragments = None
-                    yield _BATCH, read_batch(data), 0, None
-            else:
-                raise RuntimeError(f"unknown frame kind {kind}")
+        """Decode the frames of a buffer of ``channel`` (see :func:`read_frames`)."""
+        return read_frames(self.channels[channel], memory, copy)
 
     def all_ended(self) -> bool:
         return all(ch.ended for ch in self.channels)
+
+
+def read_frames(
+    ch: InputChannel | ChannelReadState, memory: memoryview, copy: bool = False
+) -> Iterator[tuple[int, pa.RecordBatch | None, int, memoryview | None]]:
+    """Decode the frames of a buffer into ``(kind, batch, event, payload)`` items.
+
+    A batch is read zero-copy from the shared buffer and its ``payload`` is the
+    memoryview its Arrow buffers were exported from: as long as any Arrow object
+    still references the batch, ``payload.release()`` raises BufferError, so the
+    task can tell whether the buffer may be recycled. With ``copy`` the frame is
+    copied to ordinary memory first (payload None). Fragments are reassembled in
+    ordinary memory. Events reference the shared buffer until it is recycled.
+    ``ch`` carries the channel's decoding state (schema, partial fragments).
+    """
+    batches = ch.batches
+    unpack = HEADER.unpack_from
+    length = len(memory)
+    offset = 0
+    while offset + 8 <= length:
+        size, kind, flags, event = unpack(memory, offset)
+        start = offset + 8
+        offset = (start + size + 7) & ~7
+        if kind == _BATCH_BODY or kind == _BATCH:
+            if copy:
+                frame = memoryview(bytes(memory[start : start + size]))
+                yield _BATCH, batches.read(kind, frame), 0, None
+            else:
+                batch = batches.read(kind, memory[start : start + size])
+                yield _BATCH, batch, 0, batches.exported
+        elif kind == _EVENT:
+            yield _EVENT, None, event, memory[start : start + size]
+        elif kind == _FRAGMENT:
+            if flags & FIRST:
+                ch.fragments = []
+            ch.fragments.append(bytes(memory[start : start + size]))
+            if flags & LAST:
+                data = pa.py_buffer(b"".join(ch.fragments))
+                ch.fragments = None
+                yield _BATCH, read_batch(data), 0, None
+        else:
+            raise RuntimeError(f"unknown frame kind {kind}")
+
+
+class ChannelReadState:
+    """Decoding state of a channel outside a gate (replay of checkpointed channel state)."""
+
+    __slots__ = ("batches", "fragments")
+
+    def __init__(self, schema_bytes: bytes = b"", fragments: list[bytes] | None = None) -> None:
+        self.batches = BatchReader()
+        if schema_bytes:
+            self.batches.prime(schema_bytes)
+        self.fragments = fragments

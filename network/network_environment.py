@@ -20,6 +20,7 @@ from .result_partition import BackpressureStats, ResultPartition, ResultSubparti
 _DATA = int(Kind.DATA)
 _RECYCLE = int(Kind.RECYCLE)
 _CREDIT = int(Kind.CREDIT)
+_PRIORITY_BARRIER = int(Kind.PRIORITY_BARRIER)
 
 __all__ = [
     "SubpartitionDescriptor",
@@ -141,6 +142,9 @@ class NetworkEnvironment:
                     subs[target]._on_recycle(buffer, value)
                 elif kind == _CREDIT:
                     subs[target]._on_credit(value)
+                elif kind == _PRIORITY_BARRIER:
+                    gate, local = route[target]
+                    gate.priority_barriers.append((local, buffer | (length << 32)))
 
                 else:
                     raise RuntimeError(f"unknown doorbell message kind {kind}")
@@ -152,6 +156,17 @@ class NetworkEnvironment:
     def flush_all(self) -> None:
         for partition in self.partitions:
             partition.flush_all()
+
+    def output_available(self) -> bool:
+        """True when every output subpartition has a free buffer (Flink's availability)."""
+        return all(sub.local_pool.num_available for sub in self.subpartitions)
+
+    def free_output_bytes(self) -> int:
+        """Bytes the emptiest output subpartition can take without waiting for credit."""
+        if not self.subpartitions:
+            return 1 << 30
+        segment = self.pool.segment_size
+        return min(sub.local_pool.num_available for sub in self.subpartitions) * segment
 
     def has_input(self) -> bool:
         return any(gate.has_data() for gate in self.gates)

@@ -214,6 +214,24 @@ class ResultSubpartition:
         self._send_queued()
         self._peer.flush()
 
+    def snapshot_in_flight(self) -> list[bytes]:
+        """Copies of every buffer not yet handed to the consumer (an unaligned checkpoint's
+        output channel state); they stay queued and go out after the priority barrier."""
+        self._finish_current()
+        pool = self._pool
+        return [bytes(pool.buffer(index)[:length]) for index, length in self._queue]
+
+    def post_priority_barrier(self, checkpoint_id: int) -> None:
+        """Tell the consumer about barrier ``checkpoint_id`` ahead of the queued buffers."""
+        self._peer.post(
+            Kind.PRIORITY_BARRIER,
+            self._peer_channel,
+            checkpoint_id & 0xFFFFFFFF,
+            checkpoint_id >> 32,
+            0,
+        )
+        self._peer.flush()
+
     def has_pending(self) -> bool:
         return self._current is not None and not self._current.is_empty()
 

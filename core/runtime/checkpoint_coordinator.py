@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import config as cfg
-from .checkpoint_barrier_handler import FLAG_SAVEPOINT, FLAG_STOP
+from .checkpoint_barrier_handler import FLAG_SAVEPOINT, FLAG_STOP, FLAG_UNALIGNED
 from .checkpoint_storage import (
     CheckpointStorage,
     StateHandle,
@@ -108,6 +108,9 @@ class CheckpointCoordinator:
         self.min_pause_s = config.get(cfg.MIN_PAUSE_BETWEEN_CHECKPOINTS) / 1000.0
         self.max_concurrent = config.get(cfg.MAX_CONCURRENT_CHECKPOINTS)
         self.tolerable = config.get(cfg.TOLERABLE_FAILED_CHECKPOINTS)
+        self.unaligned = bool(config.get(cfg.ENABLE_UNALIGNED)) and (
+            config.get(cfg.CHECKPOINTING_MODE) == "EXACTLY_ONCE"
+        )
         self.num_retained = config.get(cfg.MAX_RETAINED_CHECKPOINTS)
         self.storage = CheckpointStorage(checkpoint_dir, job_id)
         self.checkpoint_dir = checkpoint_dir
@@ -172,7 +175,15 @@ class CheckpointCoordinator:
             pending.on_done.append(on_done)
         self.pending[cid] = pending
         flags = (FLAG_SAVEPOINT if is_savepoint else 0) | (FLAG_STOP if stop else 0)
+        unaligned = self.unaligned and not is_savepoint and not final  # savepoints align
+        if unaligned:
+            flags |= FLAG_UNALIGNED
         barrier = (cid, timestamp, flags, location)
+        if unaligned:
+            # Priority barriers travel as doorbell messages without room for the location:
+            # every subtask learns it here, before any source injects the barrier.
+            for task in self.tasks.values():
+                self.send(task.task_id, ("checkpoint_location", barrier))
         for task in self.tasks.values():
             if task.is_source or task.task_id in self.ended:
                 self.send(task.task_id, ("trigger_checkpoint", barrier))
@@ -215,10 +226,14 @@ class CheckpointCoordinator:
         del self.pending[pending.checkpoint_id]
         operators: dict[str, dict] = {}
         handles: list[StateHandle] = []
+        channel_state: list[dict] = []
         size = 0
         for task in sorted(self.tasks.values(), key=lambda t: t.task_id):
             ack = pending.acks[task.task_id]
             size += ack.get("bytes", 0)
+            for item in ack.get("channels", []):
+                channel_state.append(item)
+                handles.append(StateHandle.from_json(item["handle"]))
             for operator_id, name, uid, max_parallelism in task.operators:
                 entry = operators.setdefault(
                     operator_id,
@@ -241,6 +256,7 @@ class CheckpointCoordinator:
             "timestamp": pending.timestamp,
             "kind": "savepoint" if pending.is_savepoint else "checkpoint",
             "operators": operators,
+            "channel_state": channel_state,
         }
         try:
             write_metadata(pending.location, metadata, handles)

@@ -87,10 +87,16 @@ def _chain_spec(job_graph: JobGraph, vertex_index: int) -> ChainSpec:
     for i, e in enumerate(vertex.out_edges):
         src = e.stream_edge.source
         nodes[position[src.id]].partitions.append(i)
-        out_edges.append(OutEdgeSpec(e.partitioner, src.output_type, src.arrow, e.target.name))
+        out_edges.append(
+            OutEdgeSpec(e.partitioner, src.output_type, src.arrow, e.target.name, e.index)
+        )
     in_edges = [
         InEdgeSpec(
-            e.stream_edge.source.output_type, e.stream_edge.source.arrow, e.stream_edge.input_index
+            e.stream_edge.source.output_type,
+            e.stream_edge.source.arrow,
+            e.stream_edge.input_index,
+            e.index,
+            e.partitioner,
         )
         for e in vertex.in_edges
     ]
@@ -436,6 +442,7 @@ class JobManager:
             "location": location,
             "checkpoint_id": int(metadata.get("checkpoint_id", 0)),
             "operators": metadata["operators"],
+            "channel_state": metadata.get("channel_state", []),
         }
 
     def _dispose_checkpoints(self, status: str) -> None:
@@ -457,10 +464,15 @@ class JobManager:
             except Exception:
                 pass
 
-    def _checkpointing_options(self) -> dict | None:
+    def _checkpointing_options(self, plan: ExecutionPlan) -> dict | None:
         if not self.checkpointing:
             return None
-        return {"exactly_once": self.config.get(cfg.CHECKPOINTING_MODE) == "EXACTLY_ONCE"}
+        return {
+            "exactly_once": self.config.get(cfg.CHECKPOINTING_MODE) == "EXACTLY_ONCE",
+            # subtask index of every task id: unaligned checkpoints name the consumer of
+            # each channel whose in-flight data they store
+            "task_index": {t.task_id: t.index for t in plan.tasks},
+        }
 
     # -- deployment -----------------------------------------------------------------
     def _deploy(
@@ -492,7 +504,7 @@ class JobManager:
                     main_file=getattr(sys.modules.get("__main__"), "__file__", None),
                     working_dir=working_dir,
                     state_backend=self.state_backend,
-                    checkpointing=self._checkpointing_options(),
+                    checkpointing=self._checkpointing_options(plan),
                     restore=_restore_of(restore, self.job_graph, ev.vertex),
                 )
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -764,7 +776,11 @@ def _restore_of(restore: dict | None, job_graph: JobGraph, vertex: Any) -> dict 
         entry = restore["operators"].get(op_id)
         if entry is not None:
             operators[op_id] = entry
-    return {"location": restore["location"], "operators": operators}
+    in_edges = {e.index for e in vertex.in_edges}
+    channel_state = [
+        item for item in restore.get("channel_state", []) if in_edges & set(item["edges"])
+    ]
+    return {"location": restore["location"], "operators": operators, "channel_state": channel_state}
 
 
 def _exited(pidfd: int) -> bool:

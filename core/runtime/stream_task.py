@@ -28,7 +28,12 @@ import pyarrow as pa
 from flowrun.network.frames import EventKind, FrameKind
 from flowrun.network.network_environment import NetworkDescriptor, NetworkEnvironment
 
-from .checkpoint_barrier_handler import FLAG_STOP, Barrier, CheckpointBarrierHandler
+from .checkpoint_barrier_handler import (
+    FLAG_STOP,
+    FLAG_UNALIGNED,
+    Barrier,
+    CheckpointBarrierHandler,
+)
 from .operators import Output, SinkOperator, SourceOperator, StreamOperator, UserCodeError
 from .user_code import restore_source_file
 
@@ -37,6 +42,8 @@ __all__ = ["ChainNodeSpec", "ChainSpec", "TaskInfo", "run_subtask", "TaskCancell
 
 _STEP_BYTES = 1 << 20  #: output bytes a source step aims for (see StreamTask._run_source)
 _MINI_BATCH_RECORDS = 32768  #: records decoded from queued buffers before the chain runs
+_PUMP_SECONDS = 0.01  #: time per loop iteration given to writing a pending checkpoint
+_MINI_BATCH_SECONDS = 0.02  #: with checkpointing: work per mini-batch between mailbox checks
 
 
 class TaskCancelled(Exception):
@@ -61,6 +68,7 @@ class OutEdgeSpec:
     output_type: Any
     arrow: bool
     target_name: str
+    edge_index: int = -1
 
 
 @dataclass
@@ -68,6 +76,8 @@ class InEdgeSpec:
     output_type: Any
     arrow: bool
     input_index: int
+    edge_index: int = -1
+    partitioner: Any = None
 
 
 @dataclass
@@ -311,6 +321,11 @@ class StreamTask:
         self._source_stopped = False
         self.checkpointer = None
         self.barriers: CheckpointBarrierHandler | None = None
+        #: unaligned checkpoints: barrier details by id (sent ahead by the JobManager),
+        #: the collector of the checkpoint whose channels are being recorded, the last id
+        self._barrier_info: dict[int, Barrier] = {}
+        self._unaligned = None
+        self._last_unaligned = 0
         #: buffers whose zero-copy data an operator still references: (gate, ch, buf, views)
         self._held: list = []
 
@@ -323,6 +338,10 @@ class StreamTask:
                 raise TaskCancelled("the JobManager went away") from None
             if message[0] == "cancel":
                 raise TaskCancelled("cancelled by the JobManager")
+            if message[0] == "checkpoint_location":
+                barrier = Barrier(*message[1])
+                self._barrier_info[barrier.checkpoint_id] = barrier
+                continue
             self._mail.append(message)
 
     def _process_mail(self) -> None:
@@ -336,9 +355,19 @@ class StreamTask:
                     self._source_stopped = True  # stop-with-savepoint: nothing after it
                 # A running source starts the barrier; a task that already ended (or any
                 # task at the final checkpoint) just snapshots, nothing flows any more.
-                self.checkpointer.checkpoint(barrier, barrier.location, not self._ended)
+                channels = None
+                if barrier.flags & FLAG_UNALIGNED and not self._ended:
+                    from .subtask_checkpoint_coordinator import ChannelStateCollector
+
+                    channels = ChannelStateCollector(barrier.checkpoint_id)
+                self.checkpointer.checkpoint(barrier, barrier.location, not self._ended, channels)
             elif kind == "abort_checkpoint":
                 cid = message[1]
+                if self._unaligned is not None and self._unaligned.checkpoint_id <= cid:
+                    self._unaligned.recording.clear()
+                    self._unaligned = None
+                self._last_unaligned = max(self._last_unaligned, cid)
+                self._barrier_info.pop(cid, None)
                 if self.barriers is not None and self.barriers.abort(cid):
                     self._unblock_released()
                 self.checkpointer.abort(cid)
@@ -369,6 +398,56 @@ class StreamTask:
     def _on_aligned(self, barrier: Barrier) -> None:
         self._unblock_released()
         self.checkpointer.checkpoint(barrier, barrier.location, True)
+
+    def _on_priority_barriers(self) -> None:
+        """Unaligned barriers that overtook queued data: snapshot at the first one."""
+        for gate_index, gate in enumerate(self.net.gates):
+            arrived, gate.priority_barriers = gate.priority_barriers, []
+            for channel, cid in arrived:
+                if cid <= self._last_unaligned and (
+                    self._unaligned is None or self._unaligned.checkpoint_id != cid
+                ):
+                    continue  # a barrier of an aborted or older checkpoint
+                key = (gate_index, channel)
+                if self._unaligned is None or cid > self._unaligned.checkpoint_id:
+                    self._start_unaligned(cid)
+                self._unaligned.barrier(key, gate.queued_bytes(channel))
+                if self._unaligned.done:
+                    self._unaligned = None
+
+    def _start_unaligned(self, cid: int) -> None:
+        from flowrun.network.channel_state import CONSUMER, ChannelStateEntry
+
+        from .subtask_checkpoint_coordinator import ChannelStateCollector
+
+        while cid not in self._barrier_info:  # the JobManager sent it before the trigger
+            ready, _, _ = select.select([self.control.fileno()], [], [], 1.0)
+            if ready:
+                self._handle_control()
+        barrier = self._barrier_info.pop(cid)
+        for old in [c for c in self._barrier_info if c < cid]:
+            del self._barrier_info[old]
+        collector = ChannelStateCollector(cid)
+        index = self.info.index
+        first = 0
+        for gate_index, gate in enumerate(self.net.gates):
+            edge = self.spec.in_edges[gate_index].edge_index
+            for ch in gate.channels:
+                if not ch.ended:
+                    fragments = list(ch.fragments) if ch.fragments is not None else None
+                    entry = ChannelStateEntry(
+                        edge,
+                        index,
+                        first + ch.index,
+                        CONSUMER,
+                        ch.batches.schema_bytes,
+                        fragments,
+                    )
+                    collector.start_input((gate_index, ch.index), entry)
+            first += len(gate.channels)
+        self._unaligned = collector
+        self._last_unaligned = cid
+        self.checkpointer.checkpoint(barrier, barrier.location, True, collector)
 
     def _unblock_released(self) -> None:
         gates = self.net.gates
@@ -488,6 +567,7 @@ class StreamTask:
         # hold thousands of big records in memory while its buffers are full.
         max_batch = self.spec.source_batch_size
         batch_size = min(max_batch, 64)
+        bytes_per_record = 0.0
         writers = self.record_writers
         next_flush = self._flush_deadline()
         timeout_s = self.spec.buffer_timeout / 1000.0
@@ -499,13 +579,28 @@ class StreamTask:
             if self._mail:
                 self._process_mail()
             if checkpointer is not None and checkpointer.busy:
-                checkpointer.pump()
+                checkpointer.pump_for(_PUMP_SECONDS)
             if self._source_stopped:
                 self.wait_io(0.0 if checkpointer.busy else None)
                 continue
             net.process_doorbell()
+            if checkpointer is not None and not net.output_available():
+                # Backpressured: wait for a free buffer here, where a checkpoint trigger can
+                # be served at once, instead of blocking in the middle of emitting a step.
+                self.wait_io(0.0 if checkpointer.busy else 0.05)
+                now = time.monotonic()
+                if next_flush is not None and now >= next_flush:
+                    self._flush_timer()
+                    next_flush = now + timeout_s
+                continue
             try:
-                records = reader.poll(batch_size)
+                step = batch_size
+                if checkpointer is not None and bytes_per_record:
+                    # With checkpoints, a step fits the free output buffers, so that the
+                    # source rarely blocks mid-step and serves a trigger at once.
+                    free = net.free_output_bytes()
+                    step = max(1, min(batch_size, int(free / bytes_per_record)))
+                records = reader.poll(step)
             except Exception as exc:
                 raise source_op.fail(None, exc) from exc
             if records is None:
@@ -518,6 +613,7 @@ class StreamTask:
                 before = sum(w.bytes_out for w in writers)
                 emit(records)
                 produced = sum(w.bytes_out for w in writers) - before
+                bytes_per_record = produced / n
                 if produced > _STEP_BYTES:
                     batch_size = max(1, batch_size * _STEP_BYTES // produced)
                 elif produced < _STEP_BYTES // 2 and n >= batch_size:
@@ -588,8 +684,17 @@ class StreamTask:
         control = self.control
         barriers = self.barriers
         checkpointer = self.checkpointer
+        if self.info.restore is not None and self.info.restore.get("channel_state"):
+            from .subtask_checkpoint_coordinator import replay_channel_state
+
+            replay_channel_state(self, self.info.restore)
+        mini_batch = _MINI_BATCH_RECORDS
         while not all(g.all_ended() for g in gates):
             net.process_doorbell()
+            if checkpointer is not None and any(g.priority_barriers for g in gates):
+                self._on_priority_barriers()
+                if checkpointer.busy:
+                    checkpointer.pump_for(_PUMP_SECONDS)
             progressed = False
             for gate_index, gate in enumerate(gates):
                 if not gate.has_data():
@@ -604,11 +709,14 @@ class StreamTask:
                 pending: list = []
                 events: list = []
                 copy = copy_input[gate_index]
-                while len(pending) < _MINI_BATCH_RECORDS and not events:
+                while len(pending) < mini_batch and not events:
                     polled = gate.poll()
                     if polled is None:
                         break
                     channel, buffer, memory = polled
+                    recording = self._unaligned
+                    if recording is not None and (gate_index, channel) in recording.recording:
+                        recording.record((gate_index, channel), bytes(memory))
                     views = []
                     for kind, batch, event, payload in gate.read(channel, memory, copy):
                         if kind == FrameKind.BATCH:
@@ -622,6 +730,10 @@ class StreamTask:
                         elif event == EventKind.END_OF_PARTITION:
                             gate.channels[channel].ended = True
                             events.append((channel, None))
+                            if self._unaligned is not None:
+                                self._unaligned.ended((gate_index, channel))
+                                if self._unaligned.done:
+                                    self._unaligned = None
                         elif event == EventKind.CHECKPOINT_BARRIER:
                             barrier = Barrier.decode(payload)
                             if barriers is not None and barriers.exactly_once:
@@ -639,7 +751,19 @@ class StreamTask:
                     else:
                         gate.recycle(channel, buffer)
                 if pending:
-                    process(pending, input_index)
+                    if checkpointer is None:
+                        process(pending, input_index)
+                    else:
+                        # With checkpoints a mini-batch is sized to ~_MINI_BATCH_SECONDS of
+                        # work, so barriers and checkpoint mail wait at most that long.
+                        started = time.perf_counter()
+                        process(pending, input_index)
+                        spent = time.perf_counter() - started
+                        if spent > 0:
+                            rate = len(pending) / spent
+                            mini_batch = int(
+                                min(_MINI_BATCH_RECORDS, max(256, rate * _MINI_BATCH_SECONDS))
+                            )
                 if events and barriers is not None:
                     # Records before the barrier are processed: now it may complete.
                     for channel, barrier in events:
@@ -659,7 +783,7 @@ class StreamTask:
             if self._mail:
                 self._process_mail()
             if checkpointer is not None and checkpointer.busy:
-                checkpointer.pump()
+                checkpointer.pump_for(_PUMP_SECONDS)
                 progressed = True
             if self.keyed_operators:
                 self._fire_timers()
@@ -711,7 +835,7 @@ class StreamTask:
             self.wait_io(0.0 if checkpointer.busy else 1.0)
             if self._mail:
                 self._process_mail()
-            checkpointer.pump()
+            checkpointer.pump_for(_PUMP_SECONDS)
         checkpointer.complete_all()
         self.control.send(("end_reached",))
         while not self._finish_requested:
@@ -719,7 +843,7 @@ class StreamTask:
                 self._process_mail()
                 continue
             if checkpointer.busy:
-                checkpointer.pump()
+                checkpointer.pump_for(_PUMP_SECONDS)
                 self.wait_io(0.0)
                 continue
             self.wait_io(1.0)

@@ -21,6 +21,7 @@ timers likewise. The files and the metadata are the backend-neutral snapshot for
 
 from __future__ import annotations
 
+import copy
 import time
 import traceback
 from collections import deque
@@ -29,22 +30,86 @@ from typing import Any
 
 import pyarrow as pa
 
+from flowrun.network.channel_state import (
+    PRODUCER,
+    ChannelStateEntry,
+    decode_entries,
+    encode_entries,
+    replay_batches,
+)
 from flowrun.network.frames import EventKind
 
 from .checkpoint_barrier_handler import Barrier
 from .checkpoint_storage import StateHandle, read_state_file, write_state_file
 
-__all__ = ["SubtaskCheckpointCoordinator", "restore_operator_state"]
+__all__ = [
+    "ChannelStateCollector",
+    "SubtaskCheckpointCoordinator",
+    "replay_channel_state",
+    "restore_operator_state",
+]
+
+
+class ChannelStateCollector:
+    """The in-flight data of one unaligned checkpoint in one subtask.
+
+    Created at the task's snapshot (its first barrier, or a source's trigger). Input
+    channels are *recorded* from then on until their own barrier arrives: every buffer
+    polled from them is copied, and at the barrier the buffers still queued are copied
+    too. The producer side adds the buffers that were waiting for credit. ``done`` once
+    every input channel delivered the barrier (or ended).
+    """
+
+    def __init__(self, checkpoint_id: int) -> None:
+        self.checkpoint_id = checkpoint_id
+        self.recording: set[tuple[int, int]] = set()
+        self.inputs: dict[tuple[int, int], ChannelStateEntry] = {}
+        self.outputs: list[ChannelStateEntry] = []
+
+    @property
+    def done(self) -> bool:
+        return not self.recording
+
+    def start_input(self, key: tuple[int, int], entry: ChannelStateEntry) -> None:
+        self.inputs[key] = entry
+        self.recording.add(key)
+
+    def record(self, key: tuple[int, int], data: bytes) -> None:
+        self.inputs[key].buffers.append(data)
+
+    def barrier(self, key: tuple[int, int], queued: list[bytes]) -> None:
+        if key in self.recording:
+            self.inputs[key].buffers.extend(queued)
+            self.recording.discard(key)
+
+    def ended(self, key: tuple[int, int]) -> None:
+        self.recording.discard(key)
+
+    def entries(self) -> list[ChannelStateEntry]:
+        """Entries worth storing (a channel without buffers has nothing in flight)."""
+        return [e for e in (*self.inputs.values(), *self.outputs) if e.buffers]
 
 
 class _PendingSnapshot:
-    __slots__ = ("checkpoint_id", "steps", "started", "sync_ms")
+    __slots__ = ("checkpoint_id", "steps", "started", "sync_ms", "channels")
 
-    def __init__(self, checkpoint_id: int, steps: Iterator[None], started: float, sync_ms: float):
+    def __init__(
+        self,
+        checkpoint_id: int,
+        steps: Iterator[None],
+        started: float,
+        sync_ms: float,
+        channels: ChannelStateCollector | None,
+    ):
         self.checkpoint_id = checkpoint_id
         self.steps = steps
         self.started = started
         self.sync_ms = sync_ms
+        self.channels = channels
+
+    @property
+    def ready(self) -> bool:
+        return self.channels is None or self.channels.done
 
 
 class SubtaskCheckpointCoordinator:
@@ -56,14 +121,43 @@ class SubtaskCheckpointCoordinator:
 
     @property
     def busy(self) -> bool:
-        return bool(self._pending)
+        """True when :meth:`pump` has work (not when a snapshot only waits for barriers)."""
+        return bool(self._pending) and self._pending[0].ready
 
-    def checkpoint(self, barrier: Barrier, location: str, emit_barrier: bool) -> None:
-        """Synchronous part; the asynchronous part is queued for :meth:`pump`."""
+    def checkpoint(
+        self,
+        barrier: Barrier,
+        location: str,
+        emit_barrier: bool,
+        channels: ChannelStateCollector | None = None,
+    ) -> None:
+        """Synchronous part; the asynchronous part is queued for :meth:`pump`.
+
+        With ``channels`` (an unaligned checkpoint) the barrier overtakes the output
+        buffers still waiting for credit: they are copied into ``channels`` and the
+        consumers are told of the barrier ahead of them.
+        """
         task = self.task
         started = time.perf_counter()
         cid = barrier.checkpoint_id
-        if emit_barrier:
+        if emit_barrier and channels is not None:
+            task_index = task.info.checkpointing["task_index"]
+            for p, partition in enumerate(task.net.partitions):
+                edge = task.spec.out_edges[p].edge_index
+                descriptors = task.info.network.partitions[p].subpartitions
+                for sub, desc in zip(partition.subpartitions, descriptors, strict=True):
+                    in_flight = sub.snapshot_in_flight()
+                    channels.outputs.append(
+                        ChannelStateEntry(
+                            edge,
+                            task_index[desc.peer_task],
+                            desc.peer_channel,
+                            PRODUCER,
+                            buffers=in_flight,
+                        )
+                    )
+                    sub.post_priority_barrier(cid)
+        elif emit_barrier:
             payload = barrier.encode()
             for partition in task.net.partitions:
                 partition.broadcast_event(EventKind.CHECKPOINT_BARRIER, payload)
@@ -91,12 +185,12 @@ class SubtaskCheckpointCoordinator:
             self._decline(cid, exc)
             return
         sync_ms = (time.perf_counter() - started) * 1000.0
-        steps = self._write(cid, location, parts, started, sync_ms)
-        self._pending.append(_PendingSnapshot(cid, steps, started, sync_ms))
+        steps = self._write(cid, location, parts, started, sync_ms, channels)
+        self._pending.append(_PendingSnapshot(cid, steps, started, sync_ms, channels))
 
     def pump(self) -> None:
         """Write one more file of the oldest pending snapshot (acknowledge it when done)."""
-        if not self._pending:
+        if not self._pending or not self._pending[0].ready:
             return
         pending = self._pending[0]
         try:
@@ -107,9 +201,17 @@ class SubtaskCheckpointCoordinator:
             self._pending.popleft()
             self._decline(pending.checkpoint_id, exc)
 
+    def pump_for(self, seconds: float) -> None:
+        """Pump for up to ``seconds`` (at least one step): small snapshots finish at once,
+        a large one shares the task's time with record processing."""
+        deadline = time.perf_counter() + seconds
+        self.pump()
+        while self.busy and time.perf_counter() < deadline:
+            self.pump()
+
     def complete_all(self) -> None:
         """Finish every pending snapshot now (end of input, before the final checkpoint)."""
-        while self._pending:
+        while self._pending and self._pending[0].ready:
             self.pump()
 
     def abort(self, checkpoint_id: int) -> None:
@@ -123,7 +225,13 @@ class SubtaskCheckpointCoordinator:
         self._pending = keep
 
     def _write(
-        self, cid: int, location: str, parts: list, started: float, sync_ms: float
+        self,
+        cid: int,
+        location: str,
+        parts: list,
+        started: float,
+        sync_ms: float,
+        channels: ChannelStateCollector | None,
     ) -> Iterator[None]:
         task = self.task
         index = task.info.index
@@ -160,6 +268,16 @@ class SubtaskCheckpointCoordinator:
                     )
                     yield
                 operators[operator_id] = entry
+            channel_files = []
+            if channels is not None:
+                entries = channels.entries()
+                if entries:
+                    handle = write_state_file(
+                        location, f"channels-{task.info.task_id}.bin", encode_entries(entries)
+                    )
+                    written += handle.size
+                    edges = sorted({e.edge for e in entries})
+                    channel_files.append({"handle": handle.to_json(), "edges": edges})
         finally:
             for _, _, keyed, _, _ in parts:
                 if keyed is not None and keyed.pending:
@@ -171,6 +289,7 @@ class SubtaskCheckpointCoordinator:
                 {
                     "subtask": index,
                     "operators": operators,
+                    "channels": channel_files,
                     "bytes": written,
                     "sync_ms": sync_ms,
                     "total_ms": (time.perf_counter() - started) * 1000.0,
@@ -237,3 +356,52 @@ def restore_operator_state(ctx: Any, location: str, snapshot: dict) -> None:
             data = read_state_file(location, StateHandle.from_json(e["handle"]))
             batches = list(pa.ipc.open_stream(data))
             ctx.timer_service.restore(batches, backend.key_serializer, own)
+
+
+def replay_channel_state(task: Any, restore: dict) -> None:
+    """Process the in-flight records of an unaligned checkpoint before any new input.
+
+    Records of a hash-partitioned edge go to the subtask that owns their key group now
+    (the edge's partitioner decides, at the new parallelism); other edges give the data of
+    old consumer ``j`` to new subtask ``j % parallelism``.
+    """
+    info = task.info
+    spec = task.spec
+    wanted = {e.edge_index: i for i, e in enumerate(spec.in_edges)}
+    entries = []
+    for item in restore.get("channel_state", []):
+        if not wanted.keys() & set(item["edges"]):
+            continue
+        data = read_state_file(restore["location"], StateHandle.from_json(item["handle"]))
+        entries.extend(e for e in decode_entries(data) if e.edge in wanted)
+    if not entries:
+        return
+    process = task.operators[0].process
+    for edge_index, gate_index in wanted.items():
+        edge = spec.in_edges[gate_index]
+        mine = [e for e in entries if e.edge == edge_index]
+        if not mine:
+            continue
+        serializer = task.in_serializers[gate_index]
+        partitioner = None
+        if edge.partitioner is not None and edge.partitioner.name == "HASH":
+            partitioner = copy.copy(edge.partitioner)
+            partitioner.setup(info.parallelism, info.index)
+        for old_consumer, batches in replay_batches(mine):
+            if partitioner is None and old_consumer % info.parallelism != info.index:
+                continue
+            for batch in batches:
+                records: Any = batch if serializer is None else serializer.from_batch(batch)
+                if partitioner is not None:
+                    parts = (
+                        partitioner.split_batch(records)
+                        if serializer is None
+                        else partitioner.split_rows(records)
+                    )
+                    records = parts[info.index]
+                    if records is None:
+                        continue
+                if (serializer is None and records.num_rows) or (
+                    serializer is not None and records
+                ):
+                    process(records, edge.input_index)
