@@ -30,6 +30,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collect_file(file_path, parent):
+    """Collect ``bench_*.py`` too (``python_files`` is ``test_*.py``, set for ``tests/``).
+
+    A file named on the command line is collected by pytest's own hook already.
+    """
+    if (
+        file_path.suffix == ".py"
+        and file_path.name.startswith("bench_")
+        and not parent.session.isinitpath(file_path)
+    ):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "bench: a flowrun benchmark (bench/, not part of tests)")
     if config.getoption("--quick", default=False):
