@@ -71,8 +71,9 @@ class InputGate:
         self._ready: deque[InputChannel] = deque()
         self.buffers_received = 0
         self.bytes_received = 0
-        #: unaligned checkpoint barriers that arrived ahead of data: (channel, checkpoint id)
-        self.priority_barriers: list[tuple[int, int]] = []
+        #: unaligned checkpoint barriers that arrived ahead of data:
+        #: (channel, checkpoint id, buffers of the channel queued before the barrier)
+        self.priority_barriers: list[tuple[int, int, int]] = []
         #: the distinct doorbell writers of the channels' producers
         self._peers: list[DoorbellWriter] = list({id(ch.peer): ch.peer for ch in channels}.values())
 
@@ -121,10 +122,11 @@ class InputGate:
         for ch in self.channels:
             self.unblock(ch.index)
 
-    def queued_bytes(self, channel: int) -> list[bytes]:
-        """Copies of the buffers queued on ``channel`` (in-flight data of a checkpoint)."""
+    def queued_bytes(self, channel: int, count: int) -> list[bytes]:
+        """Copies of the first ``count`` buffers queued on ``channel`` (in-flight data)."""
         pool = self._pool
-        return [bytes(pool.buffer(b)[:n]) for b, n in self.channels[channel].queue]
+        queue = self.channels[channel].queue
+        return [bytes(pool.buffer(queue[i][0])[: queue[i][1]]) for i in range(count)]
 
     # -- consuming ------------------------------------------------------------
     def has_data(self) -> bool:

@@ -144,7 +144,9 @@ class NetworkEnvironment:
                     subs[target]._on_credit(value)
                 elif kind == _PRIORITY_BARRIER:
                     gate, local = route[target]
-                    gate.priority_barriers.append((local, buffer | (length << 32)))
+                    # the buffers queued now were sent before the barrier: remember how many
+                    queued = len(gate.channels[local].queue)
+                    gate.priority_barriers.append((local, buffer | (length << 32), queued))
 
                 else:
                     raise RuntimeError(f"unknown doorbell message kind {kind}")

@@ -278,6 +278,10 @@ class JobManager:
                 exclusive_credits=conf.get(cfg.BUFFERS_PER_CHANNEL),
                 floating_credits=conf.get(cfg.FLOATING_BUFFERS_PER_GATE),
             )
+            if self.restore_location:
+                # A savepoint that does not fit the job fails it at once (as Flink's
+                # submission does); restarting would only fail the same way again.
+                self._validated_restore = self._load_restore(self.restore_location)
             while True:
                 try:
                     self._run_attempt(plan)
@@ -335,7 +339,10 @@ class JobManager:
         attempt_dir = os.path.join(self.workdir, f"attempt-{self.attempt}")
         os.makedirs(attempt_dir, exist_ok=True)
         try:
-            restore = self._load_restore(self.restore_location) if self.restore_location else None
+            restore = getattr(self, "_validated_restore", None)
+            self._validated_restore = None
+            if restore is None and self.restore_location:
+                restore = self._load_restore(self.restore_location)
             self._deploy(plan, pool, attempt_dir, restore)
             if self.restarts:
                 self.restarts[-1]["deployed_at"] = time.monotonic()

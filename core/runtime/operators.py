@@ -548,12 +548,13 @@ class SinkOperator(StreamOperator):
 
     def prepare_snapshot(self, checkpoint_id: int, timestamp: int) -> None:
         try:
-            snapshot = self.writer.snapshot_state(checkpoint_id)
+            snapshot = list(self.writer.snapshot_state(checkpoint_id))
         except Exception as exc:
             raise self.fail(None, exc) from exc
-        self.ctx.operator_state_store.get_list_state(
-            _internal_list_state(SINK_WRITER_STATE)
-        ).update(list(snapshot))
+        store = self.ctx.operator_state_store
+        # A stateless writer (print, collect) leaves no state behind in the checkpoint.
+        if snapshot or SINK_WRITER_STATE in store.get_registered_state_names():
+            store.get_list_state(_internal_list_state(SINK_WRITER_STATE)).update(snapshot)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         try:

@@ -403,7 +403,7 @@ class StreamTask:
         """Unaligned barriers that overtook queued data: snapshot at the first one."""
         for gate_index, gate in enumerate(self.net.gates):
             arrived, gate.priority_barriers = gate.priority_barriers, []
-            for channel, cid in arrived:
+            for channel, cid, before in arrived:
                 if cid <= self._last_unaligned and (
                     self._unaligned is None or self._unaligned.checkpoint_id != cid
                 ):
@@ -411,7 +411,7 @@ class StreamTask:
                 key = (gate_index, channel)
                 if self._unaligned is None or cid > self._unaligned.checkpoint_id:
                     self._start_unaligned(cid)
-                self._unaligned.barrier(key, gate.queued_bytes(channel))
+                self._unaligned.barrier(key, gate.queued_bytes(channel, before))
                 if self._unaligned.done:
                     self._unaligned = None
 
@@ -699,6 +699,11 @@ class StreamTask:
             for gate_index, gate in enumerate(gates):
                 if not gate.has_data():
                     continue
+                if checkpointer is not None and any(g.priority_barriers for g in gates):
+                    # An unaligned barrier arrived (while the chain ran): take the snapshot
+                    # before reading past it on any channel.
+                    progressed = True
+                    break
                 progressed = True
                 input_index = in_edges[gate_index].input_index
                 serializer = serializers[gate_index]

@@ -86,8 +86,10 @@ class ChannelStateCollector:
         self.recording.discard(key)
 
     def entries(self) -> list[ChannelStateEntry]:
-        """Entries worth storing (a channel without buffers has nothing in flight)."""
-        return [e for e in (*self.inputs.values(), *self.outputs) if e.buffers]
+        """Entries worth storing: channels with data in flight, and the decoding state of
+        every input channel (the producer's buffers of the channel may need its schema)."""
+        inputs = [e for e in self.inputs.values() if e.buffers or e.schema or e.fragments]
+        return inputs + [e for e in self.outputs if e.buffers]
 
 
 class _PendingSnapshot:

@@ -160,3 +160,94 @@ def test_kill_9_of_the_job_manager_then_resume_from_the_retained_checkpoint(
     assert code == 0, err
     assert _merge_final(out1, out2) == dict(expected)
     assert shm_segments() <= before
+
+
+@pytest.fixture(scope="module")
+def retained(tmp_path_factory):
+    """A job killed with -9 after a few checkpoints: (input, its counts, job dir, output)."""
+    tmp = tmp_path_factory.mktemp("retained")
+    expected = _words(str(tmp / "in.txt"), 60_000)
+    checkpoints = str(tmp / "chk")
+    run = CliRun(
+        [
+            "run",
+            JOB,
+            "-p",
+            "2",
+            "-D",
+            f"state.checkpoints.dir={checkpoints}",
+            "-D",
+            "state.checkpoints.num-retained=3",
+            "--",
+            str(tmp / "in.txt"),
+            "-1",
+            "slow",
+        ]
+    )
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.append(run.proc.stdout.read()))
+    reader.start()
+    deadline = time.monotonic() + 30
+    while len(glob.glob(os.path.join(checkpoints, "*", "chk-*", "_metadata"))) < 2:
+        assert time.monotonic() < deadline, "fewer than 2 checkpoints completed"
+        time.sleep(0.02)
+    os.kill(run.proc.pid, signal.SIGKILL)
+    run.proc.wait(timeout=30)
+    reader.join(timeout=30)
+    wait_gone(run.mark)
+    job_dir = os.path.join(checkpoints, os.listdir(checkpoints)[0])
+    return str(tmp / "in.txt"), expected, job_dir, "".join(chunks)
+
+
+def test_a_corrupt_newest_checkpoint_is_skipped_for_the_previous_one(retained, tmp_path):
+    import shutil
+
+    source, expected, job_dir, out1 = retained
+    copy = str(tmp_path / "job")
+    shutil.copytree(job_dir, copy)
+    chks = sorted(glob.glob(os.path.join(copy, "chk-*")), key=lambda p: int(p.split("-")[-1]))
+    complete = [c for c in chks if os.path.exists(os.path.join(c, "_metadata"))]
+    assert len(complete) >= 2
+    with open(os.path.join(complete[-1], "_metadata"), "r+b") as f:
+        f.truncate(20)  # a torn write
+    code, out2, err = run_flowrun(
+        ["run", JOB, "-p", "2", "-D", f"execution.savepoint.path={copy}", "--", source, "-1"]
+    )
+    assert code == 0, err
+    assert f"skipping checkpoint {complete[-1]}" in err
+    assert _merge_final(out1, out2) == dict(expected)
+
+
+def test_state_of_an_operator_missing_from_the_job_fails_the_restore(retained):
+    source, _expected, job_dir, _out = retained  # noqa: RUF059
+    args = ["run", JOB, "-p", "2", "-D", f"execution.savepoint.path={job_dir}"]
+    code, _out, err = run_flowrun([*args, "--", source, "-1", "uid=renamed"])
+    assert code == 1
+    assert "Cannot map the state" in err and "uid 'count'" in err
+    assert "--allow-non-restored-state" in err
+    allow = [*args, "-D", "execution.savepoint.ignore-unclaimed-state=true"]
+    code, out, err = run_flowrun([*allow, "--", source, "-1", "uid=renamed"])
+    assert code == 0, err
+    # The renamed operator starts empty while the source resumes after the checkpoint:
+    # the counts cover only the rest of the input.
+    assert 0 < sum(_final_counts(out).values()) < sum(_expected.values())
+
+
+def test_a_changed_max_parallelism_is_refused(retained):
+    source, _expected, job_dir, _out = retained
+    code, _out, err = run_flowrun(
+        [
+            "run",
+            JOB,
+            "-p",
+            "2",
+            "-D",
+            f"execution.savepoint.path={job_dir}",
+            "--",
+            source,
+            "-1",
+            "maxp=256",
+        ]
+    )
+    assert code == 1
+    assert "max parallelism 128" in err and "256" in err

@@ -1,7 +1,7 @@
 """Keyed word count over a text file with checkpoints; subtask 0 of the counting map kills
 itself with SIGKILL on its first attempt once a checkpoint completed and it saw more records.
 
-Usage: flowrun run checkpointed_count.py -p P -- INPUT KILL_AFTER [slow]
+Usage: flowrun run checkpointed_count.py -p P -- INPUT KILL_AFTER [slow] [uid=U] [maxp=N]
 Prints ``word count`` lines; the last line per word is that word's final count. ``slow``
 sleeps a millisecond every 200 records, so that a test can act while the job runs.
 """
@@ -16,6 +16,7 @@ from flowrun.state import ValueStateDescriptor
 
 path, kill_after = sys.argv[1], int(sys.argv[2])
 slow = "slow" in sys.argv[3:]
+options = dict(a.split("=", 1) for a in sys.argv[3:] if "=" in a)
 
 
 class Count(MapFunction):
@@ -47,12 +48,14 @@ class Count(MapFunction):
 
 env = StreamExecutionEnvironment.get_execution_environment()
 env.enable_checkpointing(50)
+if "maxp" in options:
+    env.set_max_parallelism(int(options["maxp"]))
 (
     env.read_text_file(path)
     .flat_map(lambda line: line.split(), output_type=Types.STRING())
     .key_by(lambda w: w)
     .map(Count(), output_type=Types.STRING())
-    .uid("count")
+    .uid(options.get("uid", "count"))
     .print()
 )
 env.execute("checkpointed count")
