@@ -143,6 +143,8 @@ class ParquetBulkWriter(BulkWriter):
         self._serializer = serializer_for(factory.row_type)
         self._schema = factory.schema
         self._names = factory.schema.names
+        import pyarrow.parquet as pq  # on first use: it costs 0.1 s of start-up
+
         self._writer = pq.ParquetWriter(
             stream,
             factory.schema,
