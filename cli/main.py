@@ -321,7 +321,7 @@ def _job_and_dir(args: argparse.Namespace, command: str) -> tuple[str, str | Non
     if job_id is None and directory:
         job_id, directory = directory, None
     if not job_id:
-        raise CliError(f"{command}: missing the job id (see 'flowrun list')")
+        raise CliError(f"{command}: missing the job id (see 'flowrun list')", code=2)
     return job_id, directory or None
 
 
@@ -408,10 +408,10 @@ def _savepoint(args: argparse.Namespace) -> int:
 
     if args.dispose is not None:
         if args.job_id is not None:
-            raise CliError("savepoint --dispose takes only the savepoint's path")
+            raise CliError("savepoint --dispose takes only the savepoint's path", code=2)
         return _dispose(args.dispose)
     if args.job_id is None:
-        raise CliError("savepoint: missing the job id (see 'flowrun list')")
+        raise CliError("savepoint: missing the job id (see 'flowrun list')", code=2)
     entry = find_running_job(args.job_id)
     print(f"Triggering savepoint for job {args.job_id}.")
     print("Waiting for response...", flush=True)
@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
             return _savepoint(args)
         return _config()
     except CliError as exc:
-        return _fail(str(exc), 1)
+        return _fail(str(exc), exc.code)
     except KeyboardInterrupt:
         sys.stderr.write("flowrun: interrupted\n")
         return 130

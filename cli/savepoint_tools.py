@@ -548,15 +548,18 @@ class _JobOperator:
 
 def _job_operators(job_graph: Any) -> list[_JobOperator]:
     from flowrun.core.functions import CheckpointedFunction
-    from flowrun.core.runtime.operators import SinkOperator, SourceOperator
+    from flowrun.core.runtime.operators import SourceOperator
 
     found = []
     for vertex in job_graph.vertices:
         for node in vertex.nodes:
             factory = node.factory
+            # Known to keep state: keyed operators, sources (their splits) and functions that
+            # implement CheckpointedFunction. A sink keeps state only if its writer snapshots
+            # any, which is known only when it runs (print keeps none), so sinks are not listed.
             stateful = (
                 node.keyed
-                or isinstance(factory, (SourceOperator, SinkOperator))
+                or isinstance(factory, SourceOperator)
                 or isinstance(getattr(factory, "function", None), CheckpointedFunction)
             )
             found.append(
