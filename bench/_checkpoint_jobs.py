@@ -14,7 +14,8 @@ JobManager's.
 Four jobs:
 
 * :func:`throughput_job` -- ``bench/test_state.py``'s read-modify-write job (NumberSequence
-  source -> key_by -> ``CountPerKey`` -> no-op sink) at p=2, with or without checkpoints.
+  source -> key_by -> ``CountPerKey`` -> no-op sink) at p=2, with checkpoints (aligned or
+  unaligned) or without.
 * :func:`fill_job` -- one source reader (:class:`FillSource`) emits ``0 .. K-1`` once, a keyed
   function stores ``k * 7`` per key; the reader then idles until ``hold`` checkpoints taken
   after its last record completed (optionally copying the first of them out of the job's
@@ -95,14 +96,21 @@ def read_stamps(out_dir: str, prefix: str) -> dict[str, Any]:
 
 
 def throughput_job(
-    backend: str, keys: int, records: int, parallelism: int, interval_ms: int, out_dir: str
+    backend: str,
+    keys: int,
+    records: int,
+    parallelism: int,
+    interval_ms: int,
+    out_dir: str,
+    unaligned: bool = False,
 ):
     """``bench/test_state.py``'s job at ``parallelism``; checkpoints every ``interval_ms``
-    (0 = off) into ``<out_dir>/chk``. Returns the JobExecutionResult."""
+    (0 = off) into ``<out_dir>/chk``, aligned or unaligned. Returns the JobExecutionResult."""
     config = {}
     if interval_ms > 0:
         config = {
             "execution.checkpointing.interval": str(interval_ms),
+            "execution.checkpointing.unaligned": str(unaligned).lower(),
             "state.checkpoints.dir": os.path.join(out_dir, "chk"),
         }
     env = _env(parallelism, backend, config)
