@@ -108,6 +108,17 @@ def test_stop_ends_the_job_and_resuming_from_its_savepoint_is_exact(stopped, tmp
     assert _final_counts(stopped["log"], out) == {str(k): N // KEYS for k in range(KEYS)}
 
 
+def test_resume_a_changed_job_dropping_the_state_no_operator_claims(stopped):
+    """`run -n`: the counting operator got a new uid, so its counts start from zero, while the
+    source (same uid) resumes where it stopped: nothing is read twice."""
+    jobs = stopped["jobs"]
+    out = jobs("run", "-n", "-s", stopped["path"], JOB, "--", str(N), "0", "10", "-v2")
+    assert _records(stopped["log"]) + _records(out) == N
+    counts = _final_counts(out)
+    assert sum(counts.values()) == N - _records(stopped["log"])
+    assert set(counts) == {str(k) for k in range(KEYS)}
+
+
 def test_inspect_lists_operators_and_decodes_the_states(stopped):
     jobs, path = stopped["jobs"], stopped["path"]
     metadata, _ = read_metadata(path)
@@ -245,6 +256,16 @@ def test_cancel_with_savepoint_to_the_default_directory_then_dispose(tmp_path):
     assert os.path.dirname(path) == str(default_dir)
     assert wait_gone(mark, timeout=1) == []
     assert read_metadata(path)[0]["job_id"] == job_id
+
+    # with an explicit directory
+    job_id, _log, mark = jobs.start()
+    out = jobs("cancel", "-s", str(tmp_path / "explicit"), job_id)
+    explicit = re.fullmatch(
+        rf"Cancelled job {job_id}\. Savepoint stored in (.+)\.", out.splitlines()[1]
+    ).group(1)
+    assert os.path.dirname(explicit) == str(tmp_path / "explicit")
+    assert read_metadata(explicit)[0]["kind"] == "savepoint"
+    assert wait_gone(mark, timeout=1) == []
 
     out = jobs("savepoint", "--dispose", path)
     assert out.splitlines() == [f"Disposing savepoint '{path}'.", f"Savepoint '{path}' disposed."]
