@@ -96,14 +96,25 @@ def wait_for_savepoint(entry: JobEntry, trigger_id: str, timeout_s: float | None
             operation = body.get("operation") or {}
             if "location" in operation:
                 return operation["location"]
-            cause = operation.get("failure-cause") or {}
-            trace = str(cause.get("stack-trace", "")).strip().splitlines()
-            message = trace[-1] if trace else str(cause.get("class", "unknown cause"))
-            message = message.split(": ", 1)[-1] if ": " in message else message
-            raise CliError(f"savepoint of job {entry.job_id} failed: {message}")
+            raise CliError(
+                f"savepoint of job {entry.job_id} failed: "
+                + _cause_message(operation.get("failure-cause") or {})
+            )
         if deadline is not None and time.monotonic() > deadline:
             raise CliError(f"savepoint of job {entry.job_id} did not complete in {timeout_s} s")
         time.sleep(_POLL_S)
+
+
+def _cause_message(cause: dict) -> str:
+    """The exception's message out of Flink's ``failure-cause`` (class + stack trace)."""
+    cls = str(cause.get("class", ""))
+    trace = str(cause.get("stack-trace", "")).strip()
+    marker = f"{cls}: " if cls else ""
+    at = trace.rfind(marker) if marker else -1
+    if at >= 0:
+        return trace[at + len(marker) :].strip()
+    lines = trace.splitlines()
+    return lines[-1] if lines else (cls or "unknown cause")
 
 
 def wait_until_gone(entry: JobEntry, timeout_s: float = 60.0) -> bool:

@@ -308,6 +308,18 @@ def test_clear_errors_for_unknown_jobs_and_paths(tmp_path):
     assert "refusing to dispose" in err and "no _metadata file" in err
     assert (tmp_path / "plain" / "notes.txt").exists()
 
+    # a savepoint of a job that does not checkpoint: the cause, in one line
+    job_id, _log, mark = jobs.start(args=(str(N), "2000", "10", "", "0"))
+    err = jobs("savepoint", job_id, str(tmp_path / "sp"), code=1)
+    assert err == (
+        f"flowrun: error: savepoint of job {job_id} failed: job {job_id} has checkpointing "
+        "disabled: savepoints need env.enable_checkpointing(...) or -D "
+        "execution.checkpointing.interval\n"
+    )
+    assert not (tmp_path / "sp").exists()
+    jobs("cancel", job_id)
+    assert wait_gone(mark, timeout=1) == []
+
     # run -d of a script that fails before it runs a job: its output, its exit code
     bad = tmp_path / "bad.py"
     bad.write_text("raise ValueError('broken job script')\n")
