@@ -330,5 +330,10 @@ class CheckpointCoordinator:
                 else f"The final checkpoint failed: {message}"
             )
 
+    def abort_all(self, reason: str) -> None:
+        """Abort every pending checkpoint without counting it as a failure."""
+        for pending in list(self.pending.values()):
+            self._fail(pending, reason, count=False)
+
     def latest(self) -> CompletedCheckpoint | None:
         return self.completed[-1] if self.completed else None

@@ -278,6 +278,7 @@ class JobManager:
                 exclusive_credits=conf.get(cfg.BUFFERS_PER_CHANNEL),
                 floating_credits=conf.get(cfg.FLOATING_BUFFERS_PER_GATE),
             )
+            self._region_of = _pipelined_regions(plan)
             if self.restore_location:
                 # A savepoint that does not fit the job fails it at once (as Flink's
                 # submission does); restarting would only fail the same way again.
@@ -343,6 +344,8 @@ class JobManager:
             self._validated_restore = None
             if restore is None and self.restore_location:
                 restore = self._load_restore(self.restore_location)
+            self._plan, self._pool, self._attempt_dir = plan, pool, attempt_dir
+            self._task_attempts = {}
             self._deploy(plan, pool, attempt_dir, restore)
             if self.restarts:
                 self.restarts[-1]["deployed_at"] = time.monotonic()
@@ -488,15 +491,18 @@ class JobManager:
         pool: NetworkBufferPool,
         working_dir: str,
         restore: dict | None,
+        tasks: list | None = None,
     ) -> None:
+        """Start ``tasks`` (default: every task of the plan); their peers are among them."""
         server = get_fork_server()
+        tasks = plan.tasks if tasks is None else tasks
         specs = {
             v.index: cloudpickle.dumps(_chain_spec(self.job_graph, v.index))
-            for v in self.job_graph.vertices
+            for v in {ev.vertex.index: ev.vertex for ev in tasks}.values()
         }
-        doorbells = {t.task_id: create_doorbell_pipe() for t in plan.tasks}
+        doorbells = {t.task_id: create_doorbell_pipe() for t in tasks}
         try:
-            for ev in plan.tasks:
+            for ev in tasks:
                 peers = sorted(ev.peers)
                 info = TaskInfo(
                     task_id=ev.task_id,
@@ -504,7 +510,7 @@ class JobManager:
                     parallelism=ev.vertex.parallelism,
                     max_parallelism=ev.vertex.max_parallelism,
                     job_id=self.job_id,
-                    attempt=self.attempt,
+                    attempt=self._task_attempts.get(ev.task_id, self.attempt),
                     peer_ids=peers,
                     network=plan.network[ev.task_id],
                     job_parameters=self.job_parameters,
@@ -528,7 +534,11 @@ class JobManager:
                     pidfd = os.pidfd_open(pid)
                 except ProcessLookupError:
                     pidfd = -1
-                self.subtasks.append(_Subtask(ev, control, pid, pidfd))
+                sub = _Subtask(ev, control, pid, pidfd)
+                if ev.task_id < len(self.subtasks):
+                    self.subtasks[ev.task_id] = sub  # a restarted region
+                else:
+                    self.subtasks.append(sub)
         finally:
             for r, w in doorbells.values():
                 os.close(r)
@@ -580,39 +590,120 @@ class JobManager:
                 if sub is None:
                     continue
                 try:
-                    while sub.control.poll():
-                        if self._on_message(sub, sub.control.recv()):
-                            del by_control[fd]
-                            break
-                except (EOFError, ConnectionResetError):
-                    if sub.state != "finished":
-                        raise JobExecutionError(
-                            f"Job failed: {self._describe(sub)} {self._exit_status(sub)} "
-                            "before finishing."
-                        ) from None
-            for fd in ready:
-                sub = by_pidfd.get(fd)
-                if sub is None:
-                    continue
-                del by_pidfd[fd]
-                if sub.state == "finished":
-                    continue
-                # Read what the subtask managed to say before it died.
-                try:
-                    while sub.control.poll():
-                        if self._on_message(sub, sub.control.recv()):
-                            by_control.pop(sub.control.fileno(), None)
-                            break
-                except (EOFError, OSError):
-                    pass
-                if sub.state != "finished":
-                    raise JobExecutionError(
-                        f"Job failed: {self._describe(sub)} {self._exit_status(sub)} "
-                        "before finishing."
-                    )
+                    try:
+                        while sub.control.poll():
+                            if self._on_message(sub, sub.control.recv()):
+                                del by_control[fd]
+                                break
+                    except (EOFError, ConnectionResetError):
+                        if sub.state != "finished":
+                            raise JobExecutionError(
+                                f"Job failed: {self._describe(sub)} {self._exit_status(sub)} "
+                                "before finishing."
+                            ) from None
+                except JobCancelledError:
+                    raise
+                except JobExecutionError as exc:
+                    self._on_task_failure(sub, exc, by_control, by_pidfd)
+                    break  # the maps changed: select again
+            else:
+                for fd in ready:
+                    sub = by_pidfd.get(fd)
+                    if sub is None:
+                        continue
+                    del by_pidfd[fd]
+                    if sub.state == "finished":
+                        continue
+                    try:
+                        self._on_death(sub, by_control)
+                    except JobCancelledError:
+                        raise
+                    except JobExecutionError as exc:
+                        self._on_task_failure(sub, exc, by_control, by_pidfd)
+                        break
             if coordinator is not None:
                 coordinator.poll()
                 self._drive_final_checkpoint()
+
+    def _on_death(self, sub: _Subtask, by_control: dict) -> None:
+        """A subtask process ended: fine if it finished, else the job (or region) failed."""
+        try:  # read what the subtask managed to say before it died
+            while sub.control.poll():
+                if self._on_message(sub, sub.control.recv()):
+                    by_control.pop(sub.control.fileno(), None)
+                    break
+        except (EOFError, OSError):
+            pass
+        if sub.state != "finished":
+            raise JobExecutionError(
+                f"Job failed: {self._describe(sub)} {self._exit_status(sub)} before finishing."
+            )
+
+    def _on_task_failure(
+        self, sub: _Subtask, exc: JobExecutionError, by_control: dict, by_pidfd: dict
+    ) -> None:
+        """Fail the job (full failover), or restart only the failed subtask's region.
+
+        Flink's region failover: a pipelined region is a set of subtasks connected by data
+        exchanges; a job whose graph has several (independent pipelines) restarts only the
+        region of the failed subtask, from the latest completed checkpoint, while the others
+        keep running.
+        """
+        region = self._region_of.get(sub.ev.task_id)
+        if (
+            self.config.get(cfg.FAILOVER_STRATEGY) != "region"
+            or region is None
+            or len(region) == len(self.subtasks)
+        ):
+            raise exc
+        self._failed_at = time.monotonic()
+        self.restart_strategy.notify_failure(exc)
+        if not self.restart_strategy.can_restart():
+            raise JobExecutionError(
+                f"{exc}\n(job {self.job_id} gave up restarting: {self.restart_strategy})"
+            ) from exc
+        members = [self.subtasks[t] for t in sorted(region)]
+        for member in members:
+            by_control.pop(member.control.fileno(), None)
+            by_pidfd.pop(member.pidfd, None)
+            if member.state == "finished":
+                self._remaining += 1  # it runs again
+        self._stop(members)
+        coordinator = self.coordinator
+        latest = None
+        if coordinator is not None:
+            coordinator.abort_all("a region of the job is restarting")
+            coordinator.ended -= region
+            self._final_sent = None
+            latest = coordinator.latest()
+        if latest is None and self.completed_checkpoints:
+            latest = self.completed_checkpoints[-1]
+        location = latest.location if latest is not None else self.restore_location
+        self.restarts.append({"cause": str(exc).splitlines()[0], "failed_at": self._failed_at})
+        self.failures.append(str(exc).splitlines()[0])
+        backoff_ms = self.restart_strategy.get_backoff_time()
+        origin = f"checkpoint {latest.checkpoint_id}" if latest is not None else "empty state"
+        names = sorted({m.ev.vertex.name for m in members})
+        sys.stderr.write(
+            f"flowrun: job {self.job_id}: {str(exc).splitlines()[0]}\n"
+            f"flowrun: restarting region {names} ({len(members)} subtasks) in {backoff_ms} ms "
+            f"from {origin}\n"
+        )
+        ready, _, _ = select.select([self._cancel_r], [], [], backoff_ms / 1000.0)
+        if ready:
+            raise JobCancelledError(f"Job {self.job_id} was {self._cancel_reason}.")
+        for t in region:
+            self._task_attempts[t] = self._task_attempts.get(t, self.attempt) + 1
+        restore = self._load_restore(location) if location else None
+        working_dir = os.path.join(self._attempt_dir, f"region-{len(self.restarts)}")
+        os.makedirs(working_dir, exist_ok=True)
+        self._deploy(self._plan, self._pool, working_dir, restore, [m.ev for m in members])
+        self.restarts[-1]["deployed_at"] = time.monotonic()
+        for t in region:
+            fresh = self.subtasks[t]
+            by_control[fresh.control.fileno()] = fresh
+            if fresh.pidfd >= 0:
+                by_pidfd[fresh.pidfd] = fresh
 
     def _serve_requests(self) -> None:
         while True:
@@ -702,7 +793,10 @@ class JobManager:
 
     def _teardown(self) -> None:
         """Cancel what still runs, give it the cancellation timeout, then kill it."""
-        live = [s for s in self.subtasks if s.pidfd >= 0 and not _exited(s.pidfd)]
+        self._stop(self.subtasks)
+
+    def _stop(self, subtasks: list[_Subtask]) -> None:
+        live = [s for s in subtasks if s.pidfd >= 0 and not _exited(s.pidfd)]
         for s in live:
             try:
                 s.control.send(("cancel",))
@@ -720,7 +814,7 @@ class JobManager:
                 pass
         for s in live:
             select.select([s.pidfd], [], [], 1.0)
-        for s in self.subtasks:
+        for s in subtasks:
             s.control.close()
             if s.pidfd >= 0:
                 os.close(s.pidfd)
@@ -758,6 +852,25 @@ def _vertex_status(states: list[str], job_status: str) -> str:
     if states and all(s in ("running", "ended", "finished") for s in states):
         return "RUNNING"
     return "DEPLOYING" if job_status == "RUNNING" else job_status
+
+
+def _pipelined_regions(plan: ExecutionPlan) -> dict[int, frozenset[int]]:
+    """Task id -> the set of task ids of its pipelined region (connected by exchanges)."""
+    parent = {t.task_id: t.task_id for t in plan.tasks}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for t in plan.tasks:
+        for peer in t.peers:
+            parent[find(t.task_id)] = find(peer)
+    groups: dict[int, set[int]] = {}
+    for t in plan.tasks:
+        groups.setdefault(find(t.task_id), set()).add(t.task_id)
+    return {t: frozenset(groups[find(t)]) for t in parent}
 
 
 def _resolve_restore(path: str) -> str:

@@ -13,7 +13,7 @@ import signal
 import time
 
 import pytest
-from flowrun_testing import CliRun, shm_segments, wait_gone
+from flowrun_testing import CliRun, run_flowrun, shm_segments, wait_gone
 
 JOB = os.path.join(os.path.dirname(__file__), "jobs", "chaos_count.py")
 
@@ -135,3 +135,46 @@ def test_exactly_once_output_long_chaos(tmp_path, backend, unaligned):
         seed=21,
     )
     assert committed == _expected_lines(counts)
+
+
+TWO = os.path.join(os.path.dirname(__file__), "jobs", "two_pipelines.py")
+
+
+@pytest.mark.parametrize("strategy", ["region", "full"])
+def test_region_failover_restarts_only_the_failed_pipeline(tmp_path, strategy):
+    counts_a = _write_input(str(tmp_path / "a.txt"), 30_000, seed=3)
+    counts_b = _write_input(str(tmp_path / "b.txt"), 30_000, seed=4)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    code, _out, err = run_flowrun(
+        [
+            "run",
+            TWO,
+            "-p",
+            "2",
+            "-D",
+            f"jobmanager.execution.failover-strategy={strategy}",
+            "-D",
+            "restart-strategy=fixed-delay",
+            "-D",
+            "restart-strategy.fixed-delay.delay=0",
+            "--",
+            str(tmp_path / "a.txt"),
+            str(tmp_path / "b.txt"),
+            str(tmp_path / "out_a"),
+            str(tmp_path / "out_b"),
+            str(marks),
+        ]
+    )
+    assert code == 0, err
+    started = sorted(os.listdir(marks))
+    b_attempts = {m.split("-")[2] for m in started if m.startswith("b-")}
+    a_attempts = {m.split("-")[2] for m in started if m.startswith("a-")}
+    assert a_attempts == {"0", "1"}
+    if strategy == "region":
+        assert "restarting region" in err, err
+        assert b_attempts == {"0"}, f"pipeline b was restarted: {started}"
+    else:
+        assert b_attempts == {"0", "1"}
+    assert _committed_lines(str(tmp_path / "out_a")) == _expected_lines(counts_a)
+    assert _committed_lines(str(tmp_path / "out_b")) == _expected_lines(counts_b)
