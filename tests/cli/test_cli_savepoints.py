@@ -347,3 +347,116 @@ def test_detached_run_of_a_short_job_that_ends_at_once(tmp_path):
         text = f.read()
     assert f"REST API of job {job_id}" in text
     assert _final_counts(text) == {str(k): 2 for k in range(KEYS)}
+
+
+class Unimportable:
+    """Pickled by reference to this test module, which the `flowrun` process cannot import."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+def _written_savepoint(tmp_path) -> str:
+    """A savepoint written with the real state backend and checkpoint storage (no job): list
+    state of named rows with TTL, tuple values under tuple keys, pickled map values."""
+    from flowrun.core.runtime.checkpoint_storage import (
+        StateHandle,
+        write_metadata,
+        write_state_file,
+    )
+    from flowrun.core.typeinfo import Types
+    from flowrun.state import (
+        ListStateDescriptor,
+        MapStateDescriptor,
+        StateTtlConfig,
+        Time,
+        ValueStateDescriptor,
+    )
+    from flowrun.state.backends import HashMapStateBackend
+    from flowrun.state.key_groups import KeyGroupRange
+
+    backend = HashMapStateBackend().create_keyed_backend(
+        "f" * 32, KeyGroupRange(0, 127), 128, None, None, lambda: 1_700_000_000_000
+    )
+    events = ListStateDescriptor(
+        "events", Types.ROW_NAMED(["name", "score"], [Types.STRING(), Types.DOUBLE()])
+    )
+    events.enable_time_to_live(StateTtlConfig.new_builder(Time.hours(1)).build())
+    events = backend.get_list_state(events)
+    pair = backend.get_state(
+        ValueStateDescriptor("pair", Types.TUPLE([Types.INT(), Types.STRING()]))
+    )
+    objects = backend.get_map_state(
+        MapStateDescriptor("objects", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+    )
+    from flowrun.core.row import Row
+
+    backend.set_current_key(("user", 7))
+    events.add_all([Row(name="a", score=1.5), Row(name="b", score=-2.0)])
+    pair.update((7, "seven"))
+    objects.put("plain", {"x": [1, 2]})
+    objects.put("custom", Unimportable(3))
+    location = str(tmp_path / "savepoint-handmade")
+    os.makedirs(location)
+    handles = [
+        write_state_file(location, f"s{i}.arrow", stream)
+        for i, stream in enumerate(backend.snapshot())
+    ]
+    backend.dispose()
+    keyed = [{"handle": h.to_json(), "key_groups": [0, 127]} for h in handles]
+    write_metadata(
+        location,
+        {
+            "job_id": "handmade",
+            "checkpoint_id": 1,
+            "timestamp": 1_700_000_000_000,
+            "kind": "savepoint",
+            "operators": {
+                "f" * 32: {
+                    "name": "Process",
+                    "uid": "proc",
+                    "parallelism": 1,
+                    "max_parallelism": 128,
+                    "subtasks": [{"operator": [], "keyed": keyed, "timers": []}],
+                }
+            },
+        },
+        [StateHandle.from_json(h.to_json()) for h in handles],
+    )
+    return location
+
+
+def test_inspect_decodes_rows_tuples_ttl_and_pickles(tmp_path):
+    import datetime as dt
+
+    path = _written_savepoint(tmp_path)
+    jobs = Jobs(tmp_path)
+    out = jobs("savepoint", "inspect", path)
+    states = {
+        re.split(r"\s{2,}", line.strip())[0]: re.split(r"\s{2,}", line.strip())[1:6]
+        for line in out.splitlines()[5:]
+    }
+    assert states == {
+        "events": [
+            "list, TTL",
+            "undeclared",
+            "-",
+            "RowTypeInfo(name: String, score: Double)",
+            "2",
+        ],
+        "pair": ["value", "undeclared", "-", "TupleTypeInfo(Integer, String)", "1"],
+        "objects": ["map", "undeclared", "String", "PickledByteArrayTypeInfo", "2"],
+    }
+    when = dt.datetime.fromtimestamp(1_700_000_000).strftime("%Y-%m-%d %H:%M:%S")
+    lines = jobs("savepoint", "inspect", path, "--state", "proc/events").splitlines()
+    assert re.split(r"\s{2,}", lines[1]) == ["key group", "key", "value", "last access"]
+    assert [re.split(r"\s{2,}", line)[1:] for line in lines[2:]] == [
+        ["('user', 7)", "Row(name='a', score=1.5)", when],
+        ["('user', 7)", "Row(name='b', score=-2.0)", when],
+    ]
+    lines = jobs("savepoint", "inspect", path, "--state", "Process/pair").splitlines()
+    assert re.split(r"\s{2,}", lines[2])[1:] == ["('user', 7)", "(7, 'seven')"]
+    rows = jobs("savepoint", "inspect", path, "--state", "proc/objects").splitlines()[2:]
+    cells = dict(re.split(r"\s{2,}", line)[2:] for line in rows)
+    assert cells["'plain'"] == "{'x': [1, 2]}"
+    assert cells["'custom'"].startswith("<cannot decode: ModuleNotFoundError")
