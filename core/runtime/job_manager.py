@@ -686,8 +686,8 @@ class JobManager:
         names = sorted({m.ev.vertex.name for m in members})
         sys.stderr.write(
             f"flowrun: job {self.job_id}: {str(exc).splitlines()[0]}\n"
-            f"flowrun: restarting region {names} ({len(members)} subtasks) in {backoff_ms} ms "
-            f"from {origin}\n"
+            f"flowrun: restarting (attempt {len(self.restarts)}) of region {names} "
+            f"({len(members)} subtasks) in {backoff_ms} ms from {origin}\n"
         )
         ready, _, _ = select.select([self._cancel_r], [], [], backoff_ms / 1000.0)
         if ready:
