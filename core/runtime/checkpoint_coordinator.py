@@ -97,8 +97,10 @@ class CheckpointCoordinator:
         checkpoint_dir: str,
         first_checkpoint_id: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        on_complete: Callable[[int], None] | None = None,
     ) -> None:
         self.job_id = job_id
+        self.on_complete = on_complete
         self.tasks = {t.task_id: t for t in tasks}
         self.send = send
         self.clock = clock
@@ -293,6 +295,8 @@ class CheckpointCoordinator:
             except Exception as exc:  # retention is housekeeping: never fail the job for it
                 sys.stderr.write(f"flowrun: could not remove old checkpoints: {exc}\n")
             self.completed = self.completed[-self.num_retained :]
+        if self.on_complete is not None:
+            self.on_complete(completed.checkpoint_id)
         for task_id in self.tasks:
             self.send(task_id, ("notify_complete", completed.checkpoint_id))
         if pending.final:

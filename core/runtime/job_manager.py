@@ -350,6 +350,8 @@ class JobManager:
             if self.restarts:
                 self.restarts[-1]["deployed_at"] = time.monotonic()
             self.coordinator = None
+            self._collected: dict[int, list] = {}
+            self._collect_marks: dict[int, dict[int, int]] = {}
             if self.checkpointing:
                 first_id = restore["checkpoint_id"] + 1 if restore else 1
                 if self.completed_checkpoints:
@@ -361,6 +363,7 @@ class JobManager:
                     self._send,
                     self.checkpoint_dir,
                     first_checkpoint_id=first_id,
+                    on_complete=self._release_collected,
                 )
             self._supervise()
         finally:
@@ -625,6 +628,20 @@ class JobManager:
                 coordinator.poll()
                 self._drive_final_checkpoint()
 
+    def _release_collected(self, checkpoint_id: int) -> None:
+        """Hand the client what each subtask collected before its ack of the checkpoint."""
+        marks = self._collect_marks.pop(checkpoint_id, {})
+        for stale in [c for c in self._collect_marks if c < checkpoint_id]:
+            del self._collect_marks[stale]
+        for task_id, upto in sorted(marks.items()):
+            held = self._collected[task_id]
+            for records in held[:upto]:
+                self.on_collect(records)
+            del held[:upto]
+            for other in self._collect_marks.values():  # later marks shift down
+                if task_id in other:
+                    other[task_id] -= upto
+
     def _on_death(self, sub: _Subtask, by_control: dict) -> None:
         """A subtask process ended: fine if it finished, else the job (or region) failed."""
         try:  # read what the subtask managed to say before it died
@@ -694,6 +711,9 @@ class JobManager:
             raise JobCancelledError(f"Job {self.job_id} was {self._cancel_reason}.")
         for t in region:
             self._task_attempts[t] = self._task_attempts.get(t, self.attempt) + 1
+            self._collected.pop(t, None)  # not covered by a checkpoint: replayed
+            for marks in self._collect_marks.values():
+                marks.pop(t, None)
         restore = self._load_restore(location) if location else None
         working_dir = os.path.join(self._attempt_dir, f"region-{len(self.restarts)}")
         os.makedirs(working_dir, exist_ok=True)
@@ -749,9 +769,18 @@ class JobManager:
         kind = message[0]
         coordinator = self.coordinator
         if kind == "collect":
-            if self.on_collect is not None:
+            if self.on_collect is None:
+                pass
+            elif coordinator is None:
                 self.on_collect(message[1])
+            else:
+                # With checkpoints, collected records are held back until a checkpoint
+                # that covers them completes; a restart drops the rest (they are replayed).
+                self._collected.setdefault(sub.ev.task_id, []).append(message[1])
         elif kind == "ack":
+            held = self._collected.get(sub.ev.task_id)
+            if held:
+                self._collect_marks.setdefault(message[1], {})[sub.ev.task_id] = len(held)
             coordinator.on_ack(sub.ev.task_id, message[1], message[2])
         elif kind == "decline":
             coordinator.on_decline(sub.ev.task_id, message[1], message[2])

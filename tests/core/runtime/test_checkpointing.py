@@ -295,3 +295,61 @@ def test_checkpoints_on_s3_compatible_storage_recover_exactly(tmp_path, s3_base,
     assert "/_metadata" in moto_s3_server.log()
     listed = fs.get_file_info(FileSelector(root, recursive=True, allow_not_found=True))
     assert not [f.path for f in listed if f.path.endswith("_metadata")]
+
+
+class _CountKillOnce:
+    """Counts per key; subtask 0 kills itself once, after a checkpoint completed."""
+
+    def open(self, runtime_context):
+        from flowrun.core import Types
+        from flowrun.state import ValueStateDescriptor
+
+        self.ctx = runtime_context
+        self.count = runtime_context.get_state(ValueStateDescriptor("n", Types.LONG()))
+        self.completed = False
+        self.seen = 0
+
+    def notify_checkpoint_complete(self, checkpoint_id):
+        self.completed = True
+
+    def map(self, word):
+        self.seen += 1
+        if self.seen % 100 == 0:
+            time.sleep(0.001)
+        if (
+            self.completed
+            and self.seen > 2000
+            and self.ctx.get_attempt_number() == 0
+            and self.ctx.get_index_of_this_subtask() == 0
+        ):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        n = (self.count.value() or 0) + 1
+        self.count.update(n)
+        return f"{word} {n}"
+
+
+def test_execute_and_collect_is_exactly_once_across_a_restart(tmp_path):
+    from flowrun.core import MapFunction, StreamExecutionEnvironment, Types
+
+    class CountKillOnce(_CountKillOnce, MapFunction):
+        marker = str(tmp_path / "killed")
+
+    counts = _words(str(tmp_path / "in.txt"), 3_000)
+    env = StreamExecutionEnvironment.get_execution_environment()
+    env.set_parallelism(2)
+    env.enable_checkpointing(50)
+    conf = env.get_configuration()
+    conf.set_string("restart-strategy", "fixed-delay")
+    conf.set_string("restart-strategy.fixed-delay.delay", "0")
+    conf.set_string("rest.port", "0")
+    collected = (
+        env.read_text_file(str(tmp_path / "in.txt"))
+        .flat_map(lambda line: line.split(), output_type=Types.STRING())
+        .key_by(lambda w: w)
+        .map(CountKillOnce(), output_type=Types.STRING())
+        .execute_and_collect(limit=10**9)
+    )
+    expected = collections.Counter(f"{w} {i}" for w, n in counts.items() for i in range(1, n + 1))
+    assert os.path.exists(tmp_path / "killed"), "the subtask never failed"
+    assert collections.Counter(collected) == expected
