@@ -83,6 +83,8 @@ class _Pending:
     on_done: list[Callable[[CompletedCheckpoint | None, str | None], None]] = field(
         default_factory=list
     )
+    #: an aligned attempt of an unaligned-enabled checkpoint (aligned-checkpoint-timeout)
+    aligned_first: bool = False
 
 
 class CheckpointCoordinator:
@@ -113,6 +115,7 @@ class CheckpointCoordinator:
         self.unaligned = bool(config.get(cfg.ENABLE_UNALIGNED)) and (
             config.get(cfg.CHECKPOINTING_MODE) == "EXACTLY_ONCE"
         )
+        self.aligned_timeout_s = config.get(cfg.ALIGNED_CHECKPOINT_TIMEOUT) / 1000.0
         self.num_retained = config.get(cfg.MAX_RETAINED_CHECKPOINTS)
         self.storage = CheckpointStorage(checkpoint_dir, job_id)
         self.checkpoint_dir = checkpoint_dir
@@ -130,6 +133,9 @@ class CheckpointCoordinator:
     # -- timing --------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         deadlines = [p.started + self.timeout_s for p in self.pending.values()]
+        deadlines += [
+            p.started + self.aligned_timeout_s for p in self.pending.values() if p.aligned_first
+        ]
         if self._next_trigger is not None:
             deadlines.append(self._next_trigger)
         return min(deadlines) if deadlines else None
@@ -140,6 +146,11 @@ class CheckpointCoordinator:
         for pending in list(self.pending.values()):
             if now - pending.started >= self.timeout_s:
                 self._abort(pending, f"expired after {self.timeout_s * 1000:.0f} ms", count=True)
+            elif pending.aligned_first and now - pending.started >= self.aligned_timeout_s:
+                # Alignment takes too long (backpressure): give the aligned attempt up and
+                # take the checkpoint unaligned instead.
+                self._abort(pending, "aligned checkpoint timeout, switching to unaligned", False)
+                self.trigger(unaligned=True)
         if self._next_trigger is None or now < self._next_trigger:
             return
         if len(self.pending) >= self.max_concurrent or self.ended == set(self.tasks):
@@ -158,6 +169,7 @@ class CheckpointCoordinator:
         savepoint_dir: str | None = None,
         final: bool = False,
         stop: bool = False,
+        unaligned: bool | None = None,
         on_done: Callable[[CompletedCheckpoint | None, str | None], None] | None = None,
     ) -> int:
         """Start checkpoint (or savepoint into ``savepoint_dir``) ``n``; returns ``n``."""
@@ -175,9 +187,12 @@ class CheckpointCoordinator:
         )
         if on_done is not None:
             pending.on_done.append(on_done)
-        self.pending[cid] = pending
         flags = (FLAG_SAVEPOINT if is_savepoint else 0) | (FLAG_STOP if stop else 0)
-        unaligned = self.unaligned and not is_savepoint and not final  # savepoints align
+        unaligned_ok = self.unaligned and not is_savepoint and not final  # savepoints align
+        # With aligned-checkpoint-timeout, a checkpoint starts aligned (see poll()).
+        pending.aligned_first = unaligned_ok and unaligned is None and self.aligned_timeout_s > 0
+        unaligned = unaligned_ok and not pending.aligned_first
+        self.pending[cid] = pending
         if unaligned:
             flags |= FLAG_UNALIGNED
         barrier = (cid, timestamp, flags, location)
