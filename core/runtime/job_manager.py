@@ -382,7 +382,7 @@ class JobManager:
         self.attempt += 1
         self.failures.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         backoff_ms = self.restart_strategy.get_backoff_time()
-        latest = self.completed_checkpoints[-1] if self.completed_checkpoints else None
+        latest = self._latest_valid_checkpoint()
         if latest is not None:
             self.restore_location = latest.location
         origin = (
@@ -399,6 +399,24 @@ class JobManager:
         if ready:
             raise JobCancelledError(f"Job {self.job_id} was {self._cancel_reason}.")
         self.subtasks = []
+
+    def _latest_valid_checkpoint(self, candidates: list | None = None) -> Any:
+        """The newest retained checkpoint whose files are all there (a damaged one is
+        skipped with a warning, and the one before it used)."""
+        from .checkpoint_storage import CheckpointStorageError, read_metadata
+
+        if candidates is None:
+            candidates = self.completed_checkpoints
+        for completed in reversed(candidates):
+            try:
+                read_metadata(completed.location)
+                return completed
+            except CheckpointStorageError as exc:
+                sys.stderr.write(
+                    f"flowrun: checkpoint {completed.checkpoint_id} cannot be restored ({exc}); "
+                    "trying the one before\n"
+                )
+        return None
 
     def _task_ref(self, ev: Any) -> TaskRef:
         vertex = ev.vertex
@@ -687,14 +705,13 @@ class JobManager:
                 self._remaining += 1  # it runs again
         self._stop(members)
         coordinator = self.coordinator
-        latest = None
         if coordinator is not None:
             coordinator.abort_all("a region of the job is restarting")
             coordinator.ended -= region
             self._final_sent = None
-            latest = coordinator.latest()
-        if latest is None and self.completed_checkpoints:
-            latest = self.completed_checkpoints[-1]
+        latest = self._latest_valid_checkpoint(
+            self.completed_checkpoints + (coordinator.completed if coordinator else [])
+        )
         location = latest.location if latest is not None else self.restore_location
         self.restarts.append({"cause": str(exc).splitlines()[0], "failed_at": self._failed_at})
         self.failures.append(str(exc).splitlines()[0])

@@ -353,3 +353,32 @@ def test_execute_and_collect_is_exactly_once_across_a_restart(tmp_path):
     expected = collections.Counter(f"{w} {i}" for w, n in counts.items() for i in range(1, n + 1))
     assert os.path.exists(tmp_path / "killed"), "the subtask never failed"
     assert collections.Counter(collected) == expected
+
+
+def test_a_restart_skips_a_damaged_newest_checkpoint_for_the_previous_one(tmp_path):
+    expected = _words(str(tmp_path / "in.txt"), 40_000)
+    checkpoints = str(tmp_path / "chk")
+    code, out, err = run_flowrun(
+        [
+            "run",
+            JOB,
+            "-p",
+            "2",
+            "-D",
+            f"state.checkpoints.dir={checkpoints}",
+            "-D",
+            "state.checkpoints.num-retained=2",
+            "-D",
+            "restart-strategy=fixed-delay",
+            "-D",
+            "restart-strategy.fixed-delay.delay=0",
+            "--",
+            str(tmp_path / "in.txt"),
+            "-1",
+            "slow",
+            f"corrupt={checkpoints}",
+        ]
+    )
+    assert code == 0, err
+    assert "cannot be restored" in err and "trying the one before" in err, err
+    assert _final_counts(out) == dict(expected)

@@ -2,10 +2,12 @@
 itself with SIGKILL on its first attempt once a checkpoint completed and it saw more records.
 
 Usage: flowrun run checkpointed_count.py -p P -- INPUT KILL_AFTER [slow] [uid=U] [maxp=N]
+       [corrupt=CHECKPOINT_DIR]
 Prints ``word count`` lines; the last line per word is that word's final count. ``slow``
 sleeps a millisecond every 200 records, so that a test can act while the job runs.
 """
 
+import glob
 import os
 import signal
 import sys
@@ -28,6 +30,18 @@ class Count(MapFunction):
 
     def notify_checkpoint_complete(self, checkpoint_id):
         self.completed = True
+        corrupt = options.get("corrupt")  # damage the newest checkpoint, then fail
+        if (
+            corrupt
+            and checkpoint_id >= 3
+            and self.ctx.get_attempt_number() == 0
+            and self.ctx.get_index_of_this_subtask() == 0
+        ):
+            for state_file in glob.glob(os.path.join(corrupt, "*", f"chk-{checkpoint_id}", "*")):
+                if not state_file.endswith("_metadata"):
+                    with open(state_file, "r+b") as f:
+                        f.truncate(3)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def map(self, word):
         self.seen += 1
