@@ -352,19 +352,20 @@ class JobManager:
             self.coordinator = None
             self._collected: dict[int, list] = {}
             self._collect_marks: dict[int, dict[int, int]] = {}
-            if self.checkpointing:
-                first_id = restore["checkpoint_id"] + 1 if restore else 1
-                if self.completed_checkpoints:
-                    first_id = max(first_id, self.completed_checkpoints[-1].checkpoint_id + 1)
-                self.coordinator = CheckpointCoordinator(
-                    conf,
-                    self.job_id,
-                    [self._task_ref(s.ev) for s in self.subtasks],
-                    self._send,
-                    self.checkpoint_dir,
-                    first_checkpoint_id=first_id,
-                    on_complete=self._release_collected,
-                )
+            # The coordinator always runs: savepoints work without periodic checkpoints
+            # (as in Flink); only with them do sinks wait for a final checkpoint.
+            first_id = restore["checkpoint_id"] + 1 if restore else 1
+            if self.completed_checkpoints:
+                first_id = max(first_id, self.completed_checkpoints[-1].checkpoint_id + 1)
+            self.coordinator = CheckpointCoordinator(
+                conf,
+                self.job_id,
+                [self._task_ref(s.ev) for s in self.subtasks],
+                self._send,
+                self.checkpoint_dir,
+                first_checkpoint_id=first_id,
+                on_complete=self._release_collected,
+            )
             self._supervise()
         finally:
             if self.coordinator is not None:
@@ -495,10 +496,9 @@ class JobManager:
             except Exception:
                 pass
 
-    def _checkpointing_options(self, plan: ExecutionPlan) -> dict | None:
-        if not self.checkpointing:
-            return None
+    def _checkpointing_options(self, plan: ExecutionPlan) -> dict:
         return {
+            "periodic": self.checkpointing,
             "exactly_once": self.config.get(cfg.CHECKPOINTING_MODE) == "EXACTLY_ONCE",
             # subtask index of every task id: unaligned checkpoints name the consumer of
             # each channel whose in-flight data they store
@@ -752,12 +752,7 @@ class JobManager:
             coordinator = self.coordinator
             target = target or self.config.get(cfg.SAVEPOINT_DIRECTORY)
             if coordinator is None:
-                future.set_exception(
-                    JobExecutionError(
-                        f"job {self.job_id} has checkpointing disabled: savepoints need "
-                        "env.enable_checkpointing(...) or -D execution.checkpointing.interval"
-                    )
-                )
+                future.set_exception(JobExecutionError(f"job {self.job_id} is not running yet"))
                 continue
             if not target:
                 future.set_exception(
@@ -788,7 +783,7 @@ class JobManager:
         if kind == "collect":
             if self.on_collect is None:
                 pass
-            elif coordinator is None:
+            elif coordinator is None or not coordinator.periodic:
                 self.on_collect(message[1])
             else:
                 # With checkpoints, collected records are held back until a checkpoint

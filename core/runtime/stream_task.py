@@ -126,7 +126,8 @@ class OperatorContext:
         from flowrun.state.operator_state import OperatorStateStore
 
         self.restored = False
-        self.checkpointing = info.checkpointing is not None
+        #: periodic checkpoints (sinks then make output final with the last checkpoint)
+        self.checkpointing = bool(info.checkpointing and info.checkpointing["periodic"])
         self.operator_state_store = OperatorStateStore(node.operator_id)
         self.keyed_backend = None
         self.timer_service = None
@@ -573,6 +574,7 @@ class StreamTask:
         timeout_s = self.spec.buffer_timeout / 1000.0
         control = self.control
         checkpointer = self.checkpointer
+        periodic = bool(self.info.checkpointing and self.info.checkpointing["periodic"])
         while True:
             if control.poll():
                 self._handle_control()
@@ -584,7 +586,7 @@ class StreamTask:
                 self.wait_io(0.0 if checkpointer.busy else None)
                 continue
             net.process_doorbell()
-            if checkpointer is not None and not net.output_available():
+            if periodic and not net.output_available():
                 # Backpressured: wait for a free buffer here, where a checkpoint trigger can
                 # be served at once, instead of blocking in the middle of emitting a step.
                 self.wait_io(0.0 if checkpointer.busy else 0.05)
@@ -595,7 +597,7 @@ class StreamTask:
                 continue
             try:
                 step = batch_size
-                if checkpointer is not None and bytes_per_record:
+                if periodic and bytes_per_record:
                     # With checkpoints, a step fits the free output buffers, so that the
                     # source rarely blocks mid-step and serves a trigger at once.
                     free = net.free_output_bytes()
@@ -684,6 +686,7 @@ class StreamTask:
         control = self.control
         barriers = self.barriers
         checkpointer = self.checkpointer
+        periodic = bool(self.info.checkpointing and self.info.checkpointing["periodic"])
         if self.info.restore is not None and self.info.restore.get("channel_state"):
             from .subtask_checkpoint_coordinator import replay_channel_state
 
@@ -756,7 +759,7 @@ class StreamTask:
                     else:
                         gate.recycle(channel, buffer)
                 if pending:
-                    if checkpointer is None:
+                    if not periodic:
                         process(pending, input_index)
                     else:
                         # With checkpoints a mini-batch is sized to ~_MINI_BATCH_SECONDS of
@@ -806,7 +809,7 @@ class StreamTask:
             operator.end_input()
         for operator in self.flushables:
             operator.flush()
-        if self.checkpointer is not None:
+        if self.info.checkpointing is not None and self.info.checkpointing["periodic"]:
             self._finish_with_final_checkpoint()
             return
         for operator in self.operators:

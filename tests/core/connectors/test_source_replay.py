@@ -493,11 +493,16 @@ def test_socket_source_is_at_most_once_and_reconnects_on_restore():
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
+    first_read = threading.Event()
+
     def serve() -> None:
         for payload in (b"one\ntwo\nthr", b"fresh\n"):
             conn, _ = listener.accept()
             with conn:
                 conn.sendall(payload)
+                if payload.startswith(b"one"):
+                    # keep the connection open: at EOF the reader would emit "thr" as well
+                    first_read.wait(timeout=10)
 
     server = threading.Thread(target=serve, daemon=True)
     server.start()
@@ -510,6 +515,7 @@ def test_socket_source_is_at_most_once_and_reconnects_on_restore():
     assert got == ["one", "two"]
     assert reader.snapshot_state(1) == []  # nothing to replay: "thr" is lost on a failure
     reader.close()
+    first_read.set()
     restored = source.restore_reader(0, 1, [])
     restored.open()
     again: list = []

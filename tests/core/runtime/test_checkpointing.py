@@ -335,7 +335,7 @@ def test_execute_and_collect_is_exactly_once_across_a_restart(tmp_path):
     class CountKillOnce(_CountKillOnce, MapFunction):
         marker = str(tmp_path / "killed")
 
-    counts = _words(str(tmp_path / "in.txt"), 3_000)
+    counts = _words(str(tmp_path / "in.txt"), 10_000)
     env = StreamExecutionEnvironment.get_execution_environment()
     env.set_parallelism(2)
     env.enable_checkpointing(50)
