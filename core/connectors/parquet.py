@@ -42,7 +42,6 @@ from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from flowrun.core.connectors.bulk_writer import BulkWriter, BulkWriterFactory
 from flowrun.core.records import ROW_KIND_COLUMN, serializer_for
