@@ -18,10 +18,11 @@ Four jobs:
   unaligned) or without.
 * :func:`fill_job` -- one source reader (:class:`FillSource`) emits ``0 .. K-1`` once, a keyed
   function stores ``k * 7`` per key; the reader then idles until ``hold`` checkpoints taken
-  after its last record completed (optionally copying the first of them out of the job's
+  after its last record completed (optionally copying the last of them out of the job's
   checkpoint directory, which is discarded when the job finishes), and ends.
-* :func:`recovery_job` -- NumberSequence source -> key_by(i % K) -> :class:`KillOnceCount`,
-  whose subtask 0 kills itself with SIGKILL once a checkpoint completed; exact final counts.
+* :func:`recovery_job` -- a paced DataGeneratorSource -> key_by(i % K) ->
+  :class:`KillOnceCount`, whose subtask 0 kills itself with SIGKILL once a checkpoint
+  completed; exact final counts after the restart.
 * :func:`restore_job` -- restores :func:`fill_job`'s keyed state from a checkpoint at another
   parallelism and checks a sample of keys (:class:`CheckRestored`).
 """
@@ -40,6 +41,7 @@ from _sinks import LastValueSink
 from _state_jobs import BACKENDS, CountPerKey, NullSink, _key_selector
 
 from flowrun.core import (
+    JobExecutionResult,
     KeyedProcessFunction,
     MapFunction,
     StreamExecutionEnvironment,
@@ -84,7 +86,14 @@ def _stamp(out_dir: str, name: str, value: Any) -> None:
 
 
 def read_stamps(out_dir: str, prefix: str) -> dict[str, Any]:
-    """``{name: value}`` of every stamp whose name starts with ``prefix``."""
+    """``{name: value}`` of every stamp whose name starts with ``prefix``.
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> _stamp(d, "open-0", (1.5, 2.0)); _stamp(d, "first-1-0", 3.0)
+    >>> read_stamps(d, "open-")
+    {'open-0': (1.5, 2.0)}
+    """
     found = {}
     for path in glob.glob(os.path.join(out_dir, prefix + "*.pickle")):
         with open(path, "rb") as f:
@@ -103,7 +112,7 @@ def throughput_job(
     interval_ms: int,
     out_dir: str,
     unaligned: bool = False,
-):
+) -> JobExecutionResult:
     """``bench/test_state.py``'s job at ``parallelism``; checkpoints every ``interval_ms``
     (0 = off) into ``<out_dir>/chk``, aligned or unaligned. Returns the JobExecutionResult."""
     config = {}
@@ -201,7 +210,9 @@ class FillSource(Source):
     def create_reader(self, subtask_index: int, parallelism: int) -> SourceReader:
         return _FillReader(self, 0)
 
-    def restore_reader(self, subtask_index: int, parallelism: int, splits: list[Any]):
+    def restore_reader(
+        self, subtask_index: int, parallelism: int, splits: list[Any]
+    ) -> SourceReader:
         return _FillReader(self, splits[0] if splits else self.keys)
 
 
@@ -236,7 +247,7 @@ def fill_job(
     hold: int,
     out_dir: str,
     keep_dir: str | None = None,
-):
+) -> JobExecutionResult:
     """Fill ``keys`` keys at ``parallelism`` with checkpoints every ``interval_ms``, keep
     going until ``hold`` checkpoints of the full state completed; see :class:`FillSource`."""
     checkpoint_dir = os.path.join(out_dir, "chk")
@@ -325,7 +336,7 @@ def recovery_job(
     interval_ms: int,
     kill_after: int,
     out_dir: str,
-):
+) -> JobExecutionResult:
     """A paced source (``rate`` records/s, so that little data is in flight and a barrier
     does not queue behind seconds of records) -> key_by(i % keys) -> KillOnceCount ->
     LastValueSink, restarting with fixed-delay 0 ms from the latest checkpoint."""
@@ -396,7 +407,7 @@ def restore_job(
     sample: list[int],
     restore_from: str | None,
     out_dir: str,
-):
+) -> JobExecutionResult:
     """Restore :data:`FILL_UID`'s state from ``restore_from`` (None: start empty, the
     baseline) at ``parallelism`` and check ``sample``'s values."""
     config = {"execution.savepoint.ignore-unclaimed-state": "true"}
