@@ -588,6 +588,15 @@ SAVEPOINT_PATH = _option(
     _optional_path_check,
     _path_value,
 )
+LMDB_NATIVE_CHECKPOINTS = _option(
+    "flowrun.state.lmdb.native-checkpoints",
+    True,
+    _parse_bool,
+    "Checkpoints of LMDB state are compacted copies of the environment (taken in C on a "
+    "thread); false writes backend-neutral Arrow rows as savepoints always do.",
+    None,
+    _bool_value,
+)
 SAVEPOINT_IGNORE_UNCLAIMED_STATE = _option(
     "execution.savepoint.ignore-unclaimed-state",
     False,

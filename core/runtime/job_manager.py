@@ -499,6 +499,7 @@ class JobManager:
     def _checkpointing_options(self, plan: ExecutionPlan) -> dict:
         return {
             "periodic": self.checkpointing,
+            "native_lmdb": self.config.get(cfg.LMDB_NATIVE_CHECKPOINTS),
             "exactly_once": self.config.get(cfg.CHECKPOINTING_MODE) == "EXACTLY_ONCE",
             # subtask index of every task id: unaligned checkpoints name the consumer of
             # each channel whose in-flight data they store

@@ -528,7 +528,9 @@ class StreamTask:
                 entry = restore["operators"].get(node.operator_id)
                 if entry is not None:
                     try:
-                        restore_operator_state(operator.ctx, restore["location"], entry)
+                        restore_operator_state(
+                            operator.ctx, restore["location"], entry, self.info.working_dir
+                        )
                     except UserCodeError:
                         raise
                     except Exception as exc:

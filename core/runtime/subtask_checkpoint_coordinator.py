@@ -22,6 +22,7 @@ timers likewise. The files and the metadata are the backend-neutral snapshot for
 from __future__ import annotations
 
 import copy
+import os
 import time
 import traceback
 from collections import deque
@@ -38,8 +39,9 @@ from flowrun.network.channel_state import (
     replay_batches,
 )
 from flowrun.network.frames import EventKind
+from flowrun.state.backends.lmdb import NativeCopy
 
-from .checkpoint_barrier_handler import Barrier
+from .checkpoint_barrier_handler import FLAG_SAVEPOINT, Barrier
 from .checkpoint_storage import StateHandle, read_state_file, write_state_file
 
 __all__ = [
@@ -120,6 +122,8 @@ class SubtaskCheckpointCoordinator:
     def __init__(self, task: Any) -> None:
         self.task = task
         self._pending: deque[_PendingSnapshot] = deque()
+        #: LMDB checkpoints as native environment copies (flowrun.state.lmdb.native-checkpoints)
+        self.native = bool(task.info.checkpointing.get("native_lmdb", True))
 
     @property
     def busy(self) -> bool:
@@ -178,7 +182,7 @@ class SubtaskCheckpointCoordinator:
                     (
                         node.operator_id,
                         ctx.operator_state_store.snapshot(),
-                        backend.snapshot_async() if backend is not None else None,
+                        self._keyed_snapshot(backend, barrier, node.operator_id),
                         timers,
                         backend.key_group_range if backend is not None else None,
                     )
@@ -189,6 +193,17 @@ class SubtaskCheckpointCoordinator:
         sync_ms = (time.perf_counter() - started) * 1000.0
         steps = self._write(cid, location, parts, started, sync_ms, channels)
         self._pending.append(_PendingSnapshot(cid, steps, started, sync_ms, channels))
+
+    def _keyed_snapshot(self, backend: Any, barrier: Barrier, operator_id: str) -> Any:
+        """A native LMDB copy for checkpoints (cheap, on a thread), the backend-neutral
+        Arrow rows for savepoints (portable, as Flink's canonical savepoint format)."""
+        if backend is None:
+            return None
+        native = getattr(backend, "native_checkpoint", None)
+        if native is not None and not barrier.flags & FLAG_SAVEPOINT and self.native:
+            name = f"chk-{barrier.checkpoint_id}-{operator_id[:16]}-{self.task.info.index}.mdb"
+            return native(os.path.join(self.task.info.working_dir, name))
+        return backend.snapshot_async()
 
     def pump(self) -> None:
         """Write one more file of the oldest pending snapshot (acknowledge it when done)."""
@@ -248,7 +263,26 @@ class SubtaskCheckpointCoordinator:
                     written += handle.size
                     entry["operator"].append(handle.to_json())
                     yield
-                if keyed is not None:
+                if isinstance(keyed, NativeCopy):
+                    yield  # the copy runs on a thread meanwhile
+                    path = keyed.result()
+                    try:
+                        with pa.memory_map(path, "r") as source:
+                            handle = write_state_file(
+                                location, f"{prefix}-state.mdb", source.read_buffer()
+                            )
+                    finally:
+                        os.unlink(path)
+                    written += handle.size
+                    entry["keyed"].append(
+                        {
+                            "handle": handle.to_json(),
+                            "key_groups": [key_groups.start, key_groups.end],
+                            "format": "lmdb",
+                        }
+                    )
+                    yield
+                elif keyed is not None:
                     for i, stream in enumerate(keyed.streams()):
                         handle = write_state_file(location, f"{prefix}-kg{i}.arrow", stream)
                         written += handle.size
@@ -282,7 +316,10 @@ class SubtaskCheckpointCoordinator:
                     channel_files.append({"handle": handle.to_json(), "edges": edges})
         finally:
             for _, _, keyed, _, _ in parts:
-                if keyed is not None and keyed.pending:
+                if isinstance(keyed, NativeCopy):
+                    if os.path.exists(keyed.path):
+                        keyed.cancel()
+                elif keyed is not None and keyed.pending:
                     keyed.cancel()
         task.control.send(
             (
@@ -314,11 +351,28 @@ def _ipc(batch: pa.RecordBatch) -> pa.Buffer:
     return sink.getvalue()
 
 
+def _native_rows(data: pa.Buffer, own: Any, working_dir: str | None) -> list[pa.Buffer]:
+    """Rows of ``own`` key groups from a native LMDB checkpoint file."""
+    import tempfile
+
+    from flowrun.state.backends.lmdb_native import native_streams
+
+    fd, path = tempfile.mkstemp(suffix=".mdb", dir=working_dir)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(memoryview(data))
+        return native_streams(path, own)
+    finally:
+        os.unlink(path)
+
+
 def _overlaps(key_groups: list[int], own: Any) -> bool:
     return key_groups[0] <= own.end and own.start <= key_groups[1]
 
 
-def restore_operator_state(ctx: Any, location: str, snapshot: dict) -> None:
+def restore_operator_state(
+    ctx: Any, location: str, snapshot: dict, working_dir: str | None = None
+) -> None:
     """Load one operator's state of a completed checkpoint into ``ctx`` (before ``open``).
 
     ``snapshot`` is the operator's entry of the checkpoint metadata: ``subtasks`` lists, per
@@ -346,11 +400,15 @@ def restore_operator_state(ctx: Any, location: str, snapshot: dict) -> None:
             )
         return
     own = backend.key_group_range
-    streams = [
-        read_state_file(location, StateHandle.from_json(e["handle"]))
-        for e in keyed
-        if _overlaps(e["key_groups"], own)
-    ]
+    streams = []
+    for e in keyed:
+        if not _overlaps(e["key_groups"], own):
+            continue
+        data = read_state_file(location, StateHandle.from_json(e["handle"]))
+        if e.get("format") == "lmdb":
+            streams.extend(_native_rows(data, own, working_dir))
+        else:
+            streams.append(data)
     if streams:
         backend.restore(streams)
     for e in timers:

@@ -60,7 +60,7 @@ from flowrun.core.typeinfo import TypeInformation
 
 from ..key_groups import KeyGroupRange, assign_to_key_group
 from ..serializers import StateTypeError
-from ..snapshot import StreamWriter
+from ..snapshot import StateMeta, StreamWriter
 from ..state import AggregatingState, ListState, MapState, ReducingState, ValueState
 from ..ttl import TtlPolicy
 from .base import (
@@ -700,45 +700,29 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
     def _snapshot_state(
         self, txn: lmdb.Transaction, spec: StateSpec, sid: bytes | None, rng: KeyGroupRange
     ) -> pa.Buffer:
-        """One state's rows, straight from the storage bytes.
-
-        The cursor loop only collects (storage key, value) pairs; splitting storage keys into
-        key group, key and map key, and dropping expired entries, is vectorised per chunk.
-        """
-        writer = StreamWriter(spec.meta(self, rng))
-        if sid is None or not len(rng):
-            return writer.finish()
         ttl = spec.ttl
-        drop_expired = ttl is not None and ttl.full_snapshot and ttl.enabled
-        now = self.clock()
-        is_map = spec.kind == "map"
-        fulls: list[bytes] = []
-        values: list[bytes] = []
+        drop = ttl.ttl_ms if ttl is not None and ttl.full_snapshot and ttl.enabled else None
+        return snapshot_rows(
+            txn, spec.meta(self, rng), sid, rng, spec.kind == "map", drop, self.clock()
+        )
 
-        def flush() -> None:
-            columns = _split_rows(fulls, values, is_map)
-            if drop_expired:
-                columns = _drop_expired(columns, ttl.ttl_ms, now)  # type: ignore[union-attr]
-            writer.write_arrays(*columns)
-            fulls.clear()
-            values.clear()
+    # -- native checkpoints ------------------------------------------------------------
 
-        add_key, add_value = fulls.append, values.append
-        with txn.cursor() as cursor:
-            for kg in range(rng.start, rng.end + 1):
-                prefix = _KG_BYTES[kg] + sid
-                if not cursor.set_range(prefix):
-                    break
-                for full, value in cursor.iternext():
-                    if full[:4] != prefix:
-                        break
-                    add_key(full)
-                    add_value(value)
-                if len(fulls) >= _FLUSH_ROWS:
-                    flush()
-        if fulls:
-            flush()
-        return writer.finish()
+    def native_checkpoint(self, path: str) -> NativeCopy:
+        """Copy the environment to ``path`` as of now, on a thread (a checkpoint).
+
+        A checkpoint (not a savepoint) can be this compacted copy of the LMDB file: the
+        content is fixed by a read transaction begun here, and ``mdb_env_copy`` writes it in
+        C without the GIL while the task goes on processing. Restores turn it into the
+        backend-neutral rows (:func:`~flowrun.state.backends.lmdb_native.native_streams`),
+        so it still restores at any parallelism and into either backend.
+        """
+        self._check_open()
+        self._commit()
+        copy = NativeCopy(self._env, self._env.begin(write=False), path, self._handles)
+        self._handles.add(copy)
+        copy.start()
+        return copy
 
     # -- restore -----------------------------------------------------------------------
 
@@ -836,6 +820,114 @@ def _binary_parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.frombuffer(buffers[1], dtype=np.int32)[: len(array) + 1].astype(np.int64)
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else None
     return (data if data is not None else np.zeros(0, dtype=np.uint8)), offsets
+
+
+def snapshot_rows(
+    txn: lmdb.Transaction,
+    meta: StateMeta,
+    sid: bytes | None,
+    rng: KeyGroupRange,
+    is_map: bool,
+    drop_older_than_ms: int | None = None,
+    now: int = 0,
+) -> pa.Buffer:
+    """One state's snapshot stream, straight from the storage bytes of ``rng``.
+
+    The cursor loop only collects (storage key, value) pairs; splitting storage keys into
+    key group, key and map key, and dropping expired entries, is vectorised per chunk.
+    """
+    writer = StreamWriter(meta)
+    if sid is None or not len(rng):
+        return writer.finish()
+    fulls: list[bytes] = []
+    values: list[bytes] = []
+
+    def flush() -> None:
+        columns = _split_rows(fulls, values, is_map)
+        if drop_older_than_ms is not None:
+            columns = _drop_expired(columns, drop_older_than_ms, now)
+        writer.write_arrays(*columns)
+        fulls.clear()
+        values.clear()
+
+    add_key, add_value = fulls.append, values.append
+    with txn.cursor() as cursor:
+        for kg in range(rng.start, rng.end + 1):
+            prefix = _KG_BYTES[kg] + sid
+            if not cursor.set_range(prefix):
+                break
+            for full, value in cursor.iternext():
+                if full[:4] != prefix:
+                    break
+                add_key(full)
+                add_value(value)
+            if len(fulls) >= _FLUSH_ROWS:
+                flush()
+    if fulls:
+        flush()
+    return writer.finish()
+
+
+class NativeCopy:
+    """A compacted copy of an LMDB environment being written by a thread (a checkpoint).
+
+    Kept among the backend's snapshot handles: the map may only move (grow) or close once
+    the copy's read transaction has ended, which :meth:`materialize` waits for.
+    """
+
+    def __init__(
+        self, env: lmdb.Environment, txn: lmdb.Transaction, path: str, handles: set
+    ) -> None:
+        import threading
+
+        self.path = path
+        self.error: BaseException | None = None
+        self._env = env
+        self._txn = txn
+        self._handles = handles
+        self._thread = threading.Thread(target=self._run, name="lmdb-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                self._env.copyfd(fd, compact=True, txn=self._txn)
+            finally:
+                os.close(fd)
+        except BaseException as exc:  # reported by result()
+            self.error = exc
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def materialize(self) -> None:
+        """Wait for the copy; end its read transaction."""
+        self._thread.join()
+        if self._txn is not None:
+            try:
+                self._txn.abort()
+            except lmdb.Error:
+                pass
+            self._txn = None
+        self._handles.discard(self)
+
+    def result(self) -> str:
+        """The copy's path, once written (raises what the copy raised)."""
+        self.materialize()
+        if self.error is not None:
+            raise StateBackendError(f"LMDB checkpoint copy failed: {self.error}") from self.error
+        return self.path
+
+    def cancel(self) -> None:
+        self.materialize()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 def _split_rows(

@@ -509,6 +509,7 @@ def test_partition_streams(made, tmp_path):
         "flowrun.state.snapshot",
         "flowrun.state.operator_state",
         "flowrun.state.backends",
+        "flowrun.state.backends.lmdb_native",
     ],
 )
 def test_docstring_examples(name):

@@ -41,9 +41,13 @@ def _final_counts(stdout: str) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(
-    "backend,unaligned", [("hashmap", False), ("lmdb", False), ("hashmap", True), ("lmdb", True)]
+    "backend,unaligned",
+    [("hashmap", False), ("lmdb", False), ("lmdb-arrow", False), ("hashmap", True), ("lmdb", True)],
 )
 def test_kill_9_of_a_subtask_recovers_exact_state_from_the_checkpoint(tmp_path, backend, unaligned):
+    # lmdb: checkpoints are native LMDB copies; lmdb-arrow: backend-neutral rows
+    native = "true" if backend == "lmdb" else "false"
+    backend = backend.split("-")[0]
     expected = _words(str(tmp_path / "in.txt"), 40_000)
     before = shm_segments()
     code, out, err = run_flowrun(
@@ -56,6 +60,8 @@ def test_kill_9_of_a_subtask_recovers_exact_state_from_the_checkpoint(tmp_path, 
             f"execution.checkpointing.unaligned={str(unaligned).lower()}",
             "-D",
             f"state.backend={backend}",
+            "-D",
+            f"flowrun.state.lmdb.native-checkpoints={native}",
             "-D",
             "restart-strategy=fixed-delay",
             "-D",
