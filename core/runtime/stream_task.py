@@ -43,7 +43,7 @@ __all__ = ["ChainNodeSpec", "ChainSpec", "TaskInfo", "run_subtask", "TaskCancell
 _STEP_BYTES = 1 << 20  #: output bytes a source step aims for (see StreamTask._run_source)
 _MINI_BATCH_RECORDS = 32768  #: records decoded from queued buffers before the chain runs
 _PUMP_SECONDS = 0.01  #: time per loop iteration given to writing a pending checkpoint
-_MINI_BATCH_SECONDS = 0.02  #: with checkpointing: work per mini-batch between mailbox checks
+_MINI_BATCH_SECONDS = 0.05  #: with checkpointing: work per mini-batch between mailbox checks
 
 
 class TaskCancelled(Exception):
@@ -585,7 +585,7 @@ class StreamTask:
             if checkpointer is not None and checkpointer.busy:
                 checkpointer.pump_for(_PUMP_SECONDS)
             if self._source_stopped:
-                self.wait_io(0.0 if checkpointer.busy else None)
+                self.wait_io(0.0 if checkpointer.busy else (0.05 if checkpointer.waiting else None))
                 continue
             net.process_doorbell()
             if periodic and not net.output_available():
@@ -631,6 +631,8 @@ class StreamTask:
                 timeout = max(0.0, min(waits) - now) if waits else None
                 if checkpointer is not None and checkpointer.busy:
                     timeout = 0.0
+                elif checkpointer is not None and checkpointer.waiting:
+                    timeout = min(timeout if timeout is not None else 0.05, 0.05)
                 fd = reader.fileno()
                 self.wait_io(timeout, [fd] if fd is not None else None)
                 now = time.monotonic()
@@ -804,6 +806,8 @@ class StreamTask:
             if not progressed:
                 waits = [t for t in (next_flush, self._timer_deadline()) if t is not None]
                 timeout = max(0.0, min(waits) - now) if waits else None
+                if checkpointer is not None and checkpointer.waiting:
+                    timeout = min(timeout if timeout is not None else 0.05, 0.05)
                 self.wait_io(timeout)
 
     def _finish(self) -> None:
@@ -842,7 +846,7 @@ class StreamTask:
         self._ended = True
         checkpointer = self.checkpointer
         while not self.net.outputs_drained():
-            self.wait_io(0.0 if checkpointer.busy else 1.0)
+            self.wait_io(0.0 if checkpointer.busy else (0.05 if checkpointer.waiting else 1.0))
             if self._mail:
                 self._process_mail()
             checkpointer.pump_for(_PUMP_SECONDS)
@@ -856,7 +860,7 @@ class StreamTask:
                 checkpointer.pump_for(_PUMP_SECONDS)
                 self.wait_io(0.0)
                 continue
-            self.wait_io(1.0)
+            self.wait_io(0.05 if checkpointer.waiting else 1.0)
         for operator in self.operators:
             final_commit = getattr(operator, "final_commit", None)
             if final_commit is not None:

@@ -95,7 +95,7 @@ class ChannelStateCollector:
 
 
 class _PendingSnapshot:
-    __slots__ = ("checkpoint_id", "steps", "started", "sync_ms", "channels")
+    __slots__ = ("checkpoint_id", "steps", "started", "sync_ms", "channels", "blocker")
 
     def __init__(
         self,
@@ -110,10 +110,13 @@ class _PendingSnapshot:
         self.started = started
         self.sync_ms = sync_ms
         self.channels = channels
+        self.blocker: NativeCopy | None = None  #: a copy running on a thread
 
     @property
     def ready(self) -> bool:
-        return self.channels is None or self.channels.done
+        return (self.channels is None or self.channels.done) and (
+            self.blocker is None or self.blocker.done
+        )
 
 
 class SubtaskCheckpointCoordinator:
@@ -124,6 +127,11 @@ class SubtaskCheckpointCoordinator:
         self._pending: deque[_PendingSnapshot] = deque()
         #: LMDB checkpoints as native environment copies (flowrun.state.lmdb.native-checkpoints)
         self.native = bool(task.info.checkpointing.get("native_lmdb", True))
+
+    @property
+    def waiting(self) -> bool:
+        """A snapshot is pending (perhaps on a thread): the task must not sleep for long."""
+        return bool(self._pending)
 
     @property
     def busy(self) -> bool:
@@ -201,8 +209,20 @@ class SubtaskCheckpointCoordinator:
             return None
         native = getattr(backend, "native_checkpoint", None)
         if native is not None and not barrier.flags & FLAG_SAVEPOINT and self.native:
-            name = f"chk-{barrier.checkpoint_id}-{operator_id[:16]}-{self.task.info.index}.mdb"
-            return native(os.path.join(self.task.info.working_dir, name))
+            index = self.task.info.index
+            name = f"chk-{barrier.checkpoint_id}-{operator_id[:16]}-{index}.mdb"
+            location = barrier.location
+
+            def upload(path: str) -> StateHandle:  # on the copy's thread: I/O, no GIL
+                try:
+                    with pa.memory_map(path, "r") as source:
+                        return write_state_file(
+                            location, f"{operator_id[:16]}-{index}-state.mdb", source.read_buffer()
+                        )
+                finally:
+                    os.unlink(path)
+
+            return native(os.path.join(self.task.info.working_dir, name), upload)
         return backend.snapshot_async()
 
     def pump(self) -> None:
@@ -211,7 +231,8 @@ class SubtaskCheckpointCoordinator:
             return
         pending = self._pending[0]
         try:
-            next(pending.steps)
+            step = next(pending.steps)
+            pending.blocker = step if isinstance(step, NativeCopy) else None
         except StopIteration:
             self._pending.popleft()
         except Exception as exc:
@@ -264,15 +285,9 @@ class SubtaskCheckpointCoordinator:
                     entry["operator"].append(handle.to_json())
                     yield
                 if isinstance(keyed, NativeCopy):
-                    yield  # the copy runs on a thread meanwhile
-                    path = keyed.result()
-                    try:
-                        with pa.memory_map(path, "r") as source:
-                            handle = write_state_file(
-                                location, f"{prefix}-state.mdb", source.read_buffer()
-                            )
-                    finally:
-                        os.unlink(path)
+                    while not keyed.done:
+                        yield keyed  # copied and uploaded on a thread meanwhile
+                    handle = keyed.result()
                     written += handle.size
                     entry["keyed"].append(
                         {

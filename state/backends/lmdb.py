@@ -708,18 +708,20 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
 
     # -- native checkpoints ------------------------------------------------------------
 
-    def native_checkpoint(self, path: str) -> NativeCopy:
+    def native_checkpoint(self, path: str, after: Callable[[str], Any] | None = None) -> NativeCopy:
         """Copy the environment to ``path`` as of now, on a thread (a checkpoint).
 
         A checkpoint (not a savepoint) can be this compacted copy of the LMDB file: the
         content is fixed by a read transaction begun here, and ``mdb_env_copy`` writes it in
         C without the GIL while the task goes on processing. Restores turn it into the
         backend-neutral rows (:func:`~flowrun.state.backends.lmdb_native.native_streams`),
-        so it still restores at any parallelism and into either backend.
+        so it still restores at any parallelism and into either backend. ``after(path)``
+        runs on the same thread once the copy is written (e.g. uploading it), and its
+        return value is what :meth:`NativeCopy.result` returns.
         """
         self._check_open()
         self._commit()
-        copy = NativeCopy(self._env, self._env.begin(write=False), path, self._handles)
+        copy = NativeCopy(self._env, self._env.begin(write=False), path, self._handles, after)
         self._handles.add(copy)
         copy.start()
         return copy
@@ -876,11 +878,18 @@ class NativeCopy:
     """
 
     def __init__(
-        self, env: lmdb.Environment, txn: lmdb.Transaction, path: str, handles: set
+        self,
+        env: lmdb.Environment,
+        txn: lmdb.Transaction,
+        path: str,
+        handles: set,
+        after: Callable[[str], Any] | None = None,
     ) -> None:
         import threading
 
         self.path = path
+        self.value: Any = path
+        self._after = after
         self.error: BaseException | None = None
         self._env = env
         self._txn = txn
@@ -897,6 +906,8 @@ class NativeCopy:
                 self._env.copyfd(fd, compact=True, txn=self._txn)
             finally:
                 os.close(fd)
+            if self._after is not None:
+                self.value = self._after(self.path)
         except BaseException as exc:  # reported by result()
             self.error = exc
 
@@ -915,12 +926,12 @@ class NativeCopy:
             self._txn = None
         self._handles.discard(self)
 
-    def result(self) -> str:
-        """The copy's path, once written (raises what the copy raised)."""
+    def result(self) -> Any:
+        """The copy's path (or what ``after`` returned), once done; raises what failed."""
         self.materialize()
         if self.error is not None:
             raise StateBackendError(f"LMDB checkpoint copy failed: {self.error}") from self.error
-        return self.path
+        return self.value
 
     def cancel(self) -> None:
         self.materialize()
