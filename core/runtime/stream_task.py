@@ -695,7 +695,7 @@ class StreamTask:
             from .subtask_checkpoint_coordinator import replay_channel_state
 
             replay_channel_state(self, self.info.restore)
-        mini_batch = _MINI_BATCH_RECORDS
+        mini_batch = 1024 if periodic else _MINI_BATCH_RECORDS  # grows with the measured rate
         while not all(g.all_ended() for g in gates):
             net.process_doorbell()
             if checkpointer is not None and any(g.priority_barriers for g in gates):
@@ -766,16 +766,7 @@ class StreamTask:
                     if not periodic:
                         process(pending, input_index)
                     else:
-                        # With checkpoints a mini-batch is sized to ~_MINI_BATCH_SECONDS of
-                        # work, so barriers and checkpoint mail wait at most that long.
-                        started = time.perf_counter()
-                        process(pending, input_index)
-                        spent = time.perf_counter() - started
-                        if spent > 0:
-                            rate = len(pending) / spent
-                            mini_batch = int(
-                                min(_MINI_BATCH_RECORDS, max(256, rate * _MINI_BATCH_SECONDS))
-                            )
+                        mini_batch = self._process_in_slices(pending, input_index, mini_batch)
                 if events and barriers is not None:
                     # Records before the barrier are processed: now it may complete.
                     for channel, barrier in events:
@@ -809,6 +800,37 @@ class StreamTask:
                 if checkpointer is not None and checkpointer.waiting:
                     timeout = min(timeout if timeout is not None else 0.05, 0.05)
                 self.wait_io(timeout)
+
+    def _process_in_slices(self, pending: list, input_index: int, mini_batch: int) -> int:
+        """With checkpoints: run the chain on slices of ~_MINI_BATCH_SECONDS of work.
+
+        A buffer can hold tens of thousands of small records; between slices checkpoint
+        mail (completion notices, aborts) is served and pending snapshots are written, so
+        they never wait behind a slow operator's whole buffer. Barriers are handled only
+        after the last slice: the records of these buffers were read before them.
+        """
+        process = self.operators[0].process
+        checkpointer = self.checkpointer
+        control = self.control
+        total = len(pending)
+        start = 0
+        while start < total:
+            end = min(total, start + mini_batch)
+            began = time.perf_counter()
+            process(pending if start == 0 and end == total else pending[start:end], input_index)
+            spent = time.perf_counter() - began
+            if spent > 0:
+                rate = (end - start) / spent
+                mini_batch = int(min(_MINI_BATCH_RECORDS, max(64, rate * _MINI_BATCH_SECONDS)))
+            start = end
+            if start < total:
+                if control.poll():
+                    self._handle_control()
+                if self._mail:
+                    self._process_mail()
+                if checkpointer.busy:
+                    checkpointer.pump_for(_PUMP_SECONDS)
+        return mini_batch
 
     def _finish(self) -> None:
         for operator in self.operators:

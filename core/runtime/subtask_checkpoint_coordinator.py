@@ -125,6 +125,7 @@ class SubtaskCheckpointCoordinator:
     def __init__(self, task: Any) -> None:
         self.task = task
         self._pending: deque[_PendingSnapshot] = deque()
+        self.last_taken = 0  #: newest checkpoint id snapshotted here
         #: LMDB checkpoints as native environment copies (flowrun.state.lmdb.native-checkpoints)
         self.native = bool(task.info.checkpointing.get("native_lmdb", True))
 
@@ -154,6 +155,9 @@ class SubtaskCheckpointCoordinator:
         task = self.task
         started = time.perf_counter()
         cid = barrier.checkpoint_id
+        if cid <= self.last_taken:
+            return  # already taken (a direct trigger that crossed its barrier)
+        self.last_taken = cid
         if emit_barrier and channels is not None:
             task_index = task.info.checkpointing["task_index"]
             for p, partition in enumerate(task.net.partitions):
@@ -249,7 +253,12 @@ class SubtaskCheckpointCoordinator:
 
     def complete_all(self) -> None:
         """Finish every pending snapshot now (end of input, before the final checkpoint)."""
-        while self._pending and self._pending[0].ready:
+        while self._pending:
+            head = self._pending[0]
+            if head.blocker is not None:
+                head.blocker.materialize()  # wait for the copy thread
+            elif not head.ready:
+                return  # in-flight data still to come: it cannot
             self.pump()
 
     def abort(self, checkpoint_id: int) -> None:
