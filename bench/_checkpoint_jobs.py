@@ -247,9 +247,12 @@ def fill_job(
     hold: int,
     out_dir: str,
     keep_dir: str | None = None,
+    canonical: bool = False,
 ) -> JobExecutionResult:
     """Fill ``keys`` keys at ``parallelism`` with checkpoints every ``interval_ms``, keep
-    going until ``hold`` checkpoints of the full state completed; see :class:`FillSource`."""
+    going until ``hold`` checkpoints of the full state completed; see :class:`FillSource`.
+    ``canonical`` writes LMDB checkpoints in the backend-neutral savepoint format instead of
+    native environment copies."""
     checkpoint_dir = os.path.join(out_dir, "chk")
     env = _env(
         parallelism,
@@ -259,6 +262,7 @@ def fill_job(
             "state.checkpoints.dir": checkpoint_dir,
             # keep every full checkpoint until the reader has seen them complete
             "state.checkpoints.num-retained": str(hold + 2),
+            "flowrun.state.lmdb.native-checkpoints": "false" if canonical else "true",
         },
     )
     (

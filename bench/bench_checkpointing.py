@@ -236,9 +236,7 @@ def test_checkpoint_duration_and_size(
     hold = 2 if is_quick() else 3
     interval = _interval_ms()
     out = tempfile.mkdtemp(prefix="flowrun-bench-cpsize-")
-    keep = None
-    if backend == "lmdb":
-        keep = os.path.join(kept_checkpoints["root"], f"lmdb-{keys}")
+    keep = None  # LMDB checkpoints are native copies; benchmark 4 fills its own savepoint
     outcome: list = []
 
     def once() -> None:
@@ -415,7 +413,7 @@ def test_rescale_restore(benchmark, bench_report, warm_engine, kept_checkpoints)
         location = os.path.join(kept_checkpoints["root"], f"lmdb-{keys}")
         out = tempfile.mkdtemp(prefix="flowrun-bench-fill-")
         try:
-            fill_job("lmdb", keys, PARALLELISM, _interval_ms(), 1, out, location)
+            fill_job("lmdb", keys, PARALLELISM, _interval_ms(), 1, out, location, canonical=True)
         finally:
             shutil.rmtree(out, ignore_errors=True)
         kept_checkpoints[keys] = location

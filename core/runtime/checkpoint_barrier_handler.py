@@ -32,6 +32,7 @@ from typing import NamedTuple
 __all__ = [
     "Barrier",
     "CheckpointBarrierHandler",
+    "FLAG_FINAL",
     "FLAG_SAVEPOINT",
     "FLAG_STOP",
     "FLAG_UNALIGNED",
@@ -41,6 +42,7 @@ _BARRIER = struct.Struct("<qqI")
 FLAG_SAVEPOINT = 1  #: the barrier belongs to a savepoint
 FLAG_UNALIGNED = 2  #: reserved for unaligned checkpoints
 FLAG_STOP = 4  #: stop-with-savepoint: sources emit nothing after this barrier
+FLAG_FINAL = 8  #: the final checkpoint of a bounded job (see SubtaskCheckpointCoordinator)
 
 
 class Barrier(NamedTuple):

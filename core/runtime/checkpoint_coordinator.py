@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import config as cfg
-from .checkpoint_barrier_handler import FLAG_SAVEPOINT, FLAG_STOP, FLAG_UNALIGNED
+from .checkpoint_barrier_handler import FLAG_FINAL, FLAG_SAVEPOINT, FLAG_STOP, FLAG_UNALIGNED
 from .checkpoint_storage import (
     CheckpointStorage,
     StateHandle,
@@ -187,7 +187,11 @@ class CheckpointCoordinator:
         )
         if on_done is not None:
             pending.on_done.append(on_done)
-        flags = (FLAG_SAVEPOINT if is_savepoint else 0) | (FLAG_STOP if stop else 0)
+        flags = (
+            (FLAG_SAVEPOINT if is_savepoint else 0)
+            | (FLAG_STOP if stop else 0)
+            | (FLAG_FINAL if final else 0)
+        )
         unaligned_ok = self.unaligned and not is_savepoint and not final  # savepoints align
         # With aligned-checkpoint-timeout, a checkpoint starts aligned (see poll()).
         pending.aligned_first = unaligned_ok and unaligned is None and self.aligned_timeout_s > 0

@@ -790,10 +790,11 @@ class JobManager:
                 # With checkpoints, collected records are held back until a checkpoint
                 # that covers them completes; a restart drops the rest (they are replayed).
                 self._collected.setdefault(sub.ev.task_id, []).append(message[1])
-        elif kind == "ack":
+        elif kind == "snapshot_taken":
             held = self._collected.get(sub.ev.task_id)
             if held:
                 self._collect_marks.setdefault(message[1], {})[sub.ev.task_id] = len(held)
+        elif kind == "ack":
             coordinator.on_ack(sub.ev.task_id, message[1], message[2])
         elif kind == "decline":
             coordinator.on_decline(sub.ev.task_id, message[1], message[2])

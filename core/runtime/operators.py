@@ -630,9 +630,11 @@ class CollectSinkOperator(StreamOperator):
     def end_input(self) -> None:
         self.flush()
 
+    send_records = flush  #: marks the operator that sends records to the client
+
     def prepare_snapshot(self, checkpoint_id: int, timestamp: int) -> None:
-        # Records before the barrier reach the client before this subtask's ack: the
-        # JobManager hands them out when the checkpoint completes (exactly once).
+        # Records before the barrier reach the client before the subtask's snapshot_taken
+        # notice: the JobManager hands them out when the checkpoint completes (exactly once).
         self.flush()
 
 

@@ -695,7 +695,7 @@ class StreamTask:
             from .subtask_checkpoint_coordinator import replay_channel_state
 
             replay_channel_state(self, self.info.restore)
-        mini_batch = 1024 if periodic else _MINI_BATCH_RECORDS  # grows with the measured rate
+        mini_batch = _MINI_BATCH_RECORDS
         while not all(g.all_ended() for g in gates):
             net.process_doorbell()
             if checkpointer is not None and any(g.priority_barriers for g in gates):

@@ -41,7 +41,7 @@ from flowrun.network.channel_state import (
 from flowrun.network.frames import EventKind
 from flowrun.state.backends.lmdb import NativeCopy
 
-from .checkpoint_barrier_handler import FLAG_SAVEPOINT, Barrier
+from .checkpoint_barrier_handler import FLAG_FINAL, FLAG_SAVEPOINT, Barrier
 from .checkpoint_storage import StateHandle, read_state_file, write_state_file
 
 __all__ = [
@@ -126,6 +126,7 @@ class SubtaskCheckpointCoordinator:
         self.task = task
         self._pending: deque[_PendingSnapshot] = deque()
         self.last_taken = 0  #: newest checkpoint id snapshotted here
+        self.collects = any(hasattr(op, "send_records") for op in task.operators)
         #: LMDB checkpoints as native environment copies (flowrun.state.lmdb.native-checkpoints)
         self.native = bool(task.info.checkpointing.get("native_lmdb", True))
 
@@ -186,7 +187,13 @@ class SubtaskCheckpointCoordinator:
                 ctx = op.ctx
                 backend = ctx.keyed_backend
                 timers = []
-                if ctx.timer_service is not None and len(ctx.timer_service):
+                # The final checkpoint of a bounded job comes after every input ended and
+                # every timer fired: a restore from it replays nothing, so keyed state is not
+                # needed -- only what commits output (sink and source operator state).
+                final = bool(barrier.flags & FLAG_FINAL)
+                if final:
+                    backend = None
+                if ctx.timer_service is not None and backend is not None and len(ctx.timer_service):
                     timers = [
                         _ipc(batch) for batch in ctx.timer_service.snapshot(backend.key_serializer)
                     ]
@@ -203,6 +210,9 @@ class SubtaskCheckpointCoordinator:
             self._decline(cid, exc)
             return
         sync_ms = (time.perf_counter() - started) * 1000.0
+        if self.collects:
+            # in order with the collected records: those before belong to this checkpoint
+            task.control.send(("snapshot_taken", cid))
         steps = self._write(cid, location, parts, started, sync_ms, channels)
         self._pending.append(_PendingSnapshot(cid, steps, started, sync_ms, channels))
 
