@@ -3,9 +3,11 @@
 Why a module of its own: user functions travel to subtask processes by reference (cloudpickle
 pickles module-level classes by name), so they must live in a module every subtask can import.
 
-The job: NumberSequence source (fast) -> key_by(i % 1000) -> :class:`SlowCount` (a keyed
-counter that sleeps ``sleep_us`` per record, so the network buffers between source and
-counter stay full) -> no-op sink, at p=2, with checkpoints every ``interval_ms``.
+The job: NumberSequence source (fast) -> (i % 1000, 200-byte payload) -> key_by -> :class:`SlowCount`
+(a keyed counter that sleeps ``sleep_us`` per record, so the network buffers between source
+and counter stay full) -> no-op sink, at p=2, with checkpoints every ``interval_ms``. The
+payload keeps the in-flight data (a few MB) far below the input, so the sources are still
+running while checkpoints are taken.
 """
 
 from __future__ import annotations
@@ -35,11 +37,18 @@ class SlowCount(MapFunction):
         if self.seen % 100 == 0:
             time.sleep(self.sleep_s * 100)
         self.count.update((self.count.value() or 0) + 1)
-        return value
+        return value[0]
 
 
-def _key(value: int) -> int:
-    return value % 1000
+_PAD = "x" * 200
+
+
+def _with_payload(value: int) -> tuple:
+    return (value % 1000, _PAD)
+
+
+def _key(record: tuple) -> int:
+    return record[0]
 
 
 def backpressured_job(records: int, sleep_us: int, interval_ms: int, unaligned: bool, chk: str):
@@ -52,6 +61,7 @@ def backpressured_job(records: int, sleep_us: int, interval_ms: int, unaligned: 
     env.set_parallelism(2)
     (
         env.from_source(NumberSequenceSource(0, records - 1), None, "seq")
+        .map(_with_payload, output_type=Types.TUPLE([Types.LONG(), Types.STRING()]))
         .key_by(_key)
         .map(SlowCount(sleep_us), output_type=Types.LONG())
         .uid("slow")
