@@ -756,17 +756,22 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
                 pa.scalar(b"", pa.binary()),
             )
             pairs = list(zip(full.to_pylist(), batch.column(3).to_pylist(), strict=True))
-            self._put_many(pairs)
+            # Rows of a snapshot stream come in storage-key order: when a chunk is sorted
+            # and lies after everything stored, LMDB appends it (about twice as fast).
+            self._put_many(pairs, append=n > 0 and _ascending(full))
         self._commit()
 
-    def _put_many(self, pairs: list[tuple[bytes, bytes]]) -> None:
+    def _put_many(self, pairs: list[tuple[bytes, bytes]], append: bool = False) -> None:
         txn = self._txn or self._begin()
         try:
             with txn.cursor() as cursor:
-                cursor.putmulti(pairs)
+                if append and (not cursor.last() or cursor.key() < pairs[0][0]):
+                    cursor.putmulti(pairs, append=True)
+                else:
+                    cursor.putmulti(pairs)
         except lmdb.MapFullError:
             self._grow()
-            self._put_many(pairs)
+            self._put_many(pairs, append)
             return
         except lmdb.BadValsizeError as exc:
             raise self._too_long(max((k for k, _ in pairs), key=len)) from exc
@@ -822,6 +827,14 @@ def _binary_parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.frombuffer(buffers[1], dtype=np.int32)[: len(array) + 1].astype(np.int64)
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else None
     return (data if data is not None else np.zeros(0, dtype=np.uint8)), offsets
+
+
+def _ascending(keys: pa.Array) -> bool:
+    """True when binary ``keys`` are strictly increasing (vectorised)."""
+    n = len(keys)
+    if n < 2:
+        return True
+    return bool(pc.all(pc.less(keys.slice(0, n - 1), keys.slice(1))).as_py())
 
 
 def snapshot_rows(
