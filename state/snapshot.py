@@ -302,11 +302,22 @@ def filter_key_groups(table: pa.Table, key_group_range: KeyGroupRange) -> pa.Tab
     high = pc.max(column).as_py()
     if low is not None and key_group_range.start <= low and high <= key_group_range.end:
         return table  # common case when parallelism did not change: no copy
-    mask = pc.and_(
-        pc.greater_equal(column, key_group_range.start),
-        pc.less_equal(column, key_group_range.end),
-    )
-    return table.filter(mask)
+    # Streams are mostly in key-group order: whole record batches fall inside or outside
+    # the range, so only the batches that straddle a boundary are filtered (and copied).
+    start, end = key_group_range.start, key_group_range.end
+    kept = []
+    for batch in table.to_batches():
+        kgs = batch.column(0)
+        bounds = pc.min_max(kgs)
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        if lo is None or hi < start or lo > end:
+            continue
+        if start <= lo and hi <= end:
+            kept.append(batch)
+            continue
+        mask = pc.and_(pc.greater_equal(kgs, start), pc.less_equal(kgs, end))
+        kept.append(batch.filter(mask))
+    return pa.Table.from_batches(kept, schema=table.schema)
 
 
 # ------------------------------------------------------------------------------------------

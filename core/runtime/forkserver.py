@@ -44,6 +44,9 @@ _PRELOAD = (
     "pyarrow.compute",
     "cloudpickle",
     "flowrun.core.runtime.stream_task",
+    # every subtask sets up checkpointing (savepoints work without periodic checkpoints):
+    # loaded here, its modules (pyarrow.fs, lmdb) are shared pages, not per-subtask memory
+    "flowrun.core.runtime.subtask_checkpoint_coordinator",
     "flowrun.core.records",
     "flowrun.core.functions",
     "flowrun.core.connectors",

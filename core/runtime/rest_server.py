@@ -412,7 +412,7 @@ def start_rest_server(job: Any, announce: bool = True) -> RestServer:
     httpd.lock = threading.Lock()
     thread = threading.Thread(
         target=httpd.serve_forever,
-        kwargs={"poll_interval": 0.2},
+        kwargs={"poll_interval": 0.02},  # shutdown() waits up to this long
         name=f"flowrun-rest-{job.job_id[:8]}",
         daemon=True,
     )
