@@ -154,6 +154,10 @@ def test_region_failover_restarts_only_the_failed_pipeline(tmp_path, strategy):
             "2",
             "-D",
             f"jobmanager.execution.failover-strategy={strategy}",
+            # the input fits in the network buffers: only unaligned checkpoints complete
+            # while the job runs, and the failure is injected after one did
+            "-D",
+            "execution.checkpointing.unaligned=true",
             "-D",
             "restart-strategy=fixed-delay",
             "-D",
