@@ -297,13 +297,13 @@ def test_checkpointed_job_killed_mid_stream_leaves_the_exact_table(tmp_path):
             "execution.checkpointing.unaligned=true",
             "--",
             str(db),
-            "20000",
+            "80000",
             "3000",
         ]
     )
     assert code == 0, err
     assert "restarting (attempt 1)" in err and "from checkpoint" in err, err
     expected: dict[str, int] = {}
-    for x in range(1, 20001):
+    for x in range(1, 80001):
         expected[f"w{x % 37}"] = expected.get(f"w{x % 37}", 0) + 1
     assert table(db) == sorted(expected.items())
