@@ -229,7 +229,9 @@ class OperatorSummary:
     @property
     def has_state(self) -> bool:
         """The JobManager's rule: any state file at all (empty ones too) must be claimed."""
-        return any(sub.get(kind) for sub in self.subtasks for kind in ("operator", "keyed"))
+        from flowrun.core.runtime.job_manager import has_state
+
+        return has_state({"subtasks": self.subtasks})
 
     def label(self) -> str:
         uid = f"uid {self.uid!r}" if self.uid is not None else "no uid"

@@ -145,11 +145,11 @@ class CheckpointCoordinator:
         now = self.clock()
         for pending in list(self.pending.values()):
             if now - pending.started >= self.timeout_s:
-                self._abort(pending, f"expired after {self.timeout_s * 1000:.0f} ms", count=True)
+                self._fail(pending, f"expired after {self.timeout_s * 1000:.0f} ms", count=True)
             elif pending.aligned_first and now - pending.started >= self.aligned_timeout_s:
                 # Alignment takes too long (backpressure): give the aligned attempt up and
                 # take the checkpoint unaligned instead.
-                self._abort(pending, "aligned checkpoint timeout, switching to unaligned", False)
+                self._fail(pending, "aligned checkpoint timeout, switching to unaligned", False)
                 self.trigger(unaligned=True)
         if self._next_trigger is None or now < self._next_trigger:
             return
@@ -223,7 +223,7 @@ class CheckpointCoordinator:
     def on_decline(self, task_id: int, checkpoint_id: int, reason: str) -> None:
         pending = self.pending.get(checkpoint_id)
         if pending is not None:
-            self._abort(pending, f"declined by subtask {task_id}: {reason}", count=True)
+            self._fail(pending, f"declined by subtask {task_id}: {reason}", count=True)
 
     def on_end_reached(self, task_id: int) -> None:
         """A subtask reached its end: it snapshots pending checkpoints directly from now on."""
@@ -308,7 +308,7 @@ class CheckpointCoordinator:
                 p for p in self.pending.values() if p.checkpoint_id < completed.checkpoint_id
             ]:
                 if not older.is_savepoint:
-                    self._abort(older, "subsumed by a newer checkpoint", count=False)
+                    self._fail(older, "subsumed by a newer checkpoint", count=False)
             try:
                 retain_checkpoints(self.checkpoint_dir, self.job_id, self.num_retained)
             except Exception as exc:  # retention is housekeeping: never fail the job for it
@@ -322,9 +322,6 @@ class CheckpointCoordinator:
             self.final_done = True
         for callback in pending.on_done:
             callback(completed, None)
-
-    def _abort(self, pending: _Pending, reason: str, count: bool) -> None:
-        self._fail(pending, reason, count)
 
     def _fail(self, pending: _Pending, reason: str, count: bool) -> None:
         self.pending.pop(pending.checkpoint_id, None)

@@ -379,9 +379,10 @@ class JobManager:
 
     def _before_restart(self, exc: BaseException) -> None:
         """Wait the strategy's backoff (cancellable), then pick the state to restore."""
-        self.restarts.append({"cause": str(exc).splitlines()[0], "failed_at": self._failed_at})
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        self.restarts.append({"cause": first_line, "failed_at": self._failed_at})
         self.attempt += 1
-        self.failures.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        self.failures.append(first_line)
         backoff_ms = self.restart_strategy.get_backoff_time()
         latest = self._latest_valid_checkpoint()
         if latest is not None:
@@ -391,7 +392,6 @@ class JobManager:
             if latest is not None
             else ("the savepoint" if self.restore_location else "empty state")
         )
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         sys.stderr.write(
             f"flowrun: job {self.job_id} failed: {first_line}\n"
             f"flowrun: restarting (attempt {self.attempt}) in {backoff_ms} ms from {origin}\n"
@@ -450,7 +450,7 @@ class JobManager:
         unmapped = [
             f"'{entry.get('name')}' (uid {entry.get('uid')!r}, operator id {op_id[:16]}...)"
             for op_id, entry in metadata["operators"].items()
-            if op_id not in known and _has_state(entry)
+            if op_id not in known and has_state(entry)
         ]
         if unmapped and not self.config.get(cfg.SAVEPOINT_IGNORE_UNCLAIMED_STATE):
             raise JobExecutionError(
@@ -925,7 +925,9 @@ def _resolve_restore(path: str) -> str:
         raise JobExecutionError(f"Cannot restore the job from {path}: {exc}") from exc
 
 
-def _has_state(entry: dict) -> bool:
+def has_state(entry: dict) -> bool:
+    """Whether a checkpoint's operator entry holds state a restoring job must claim (any
+    operator or keyed state file, empty ones too)."""
     return any(sub.get(kind) for sub in entry.get("subtasks", []) for kind in ("operator", "keyed"))
 
 

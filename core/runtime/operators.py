@@ -546,34 +546,28 @@ class SinkOperator(StreamOperator):
         except Exception as exc:
             raise self.fail(None, exc) from exc
 
-    def prepare_snapshot(self, checkpoint_id: int, timestamp: int) -> None:
+    def _writer_call(self, method: str, *args: Any) -> Any:
         try:
-            snapshot = list(self.writer.snapshot_state(checkpoint_id))
+            return getattr(self.writer, method)(*args)
         except Exception as exc:
             raise self.fail(None, exc) from exc
+
+    def prepare_snapshot(self, checkpoint_id: int, timestamp: int) -> None:
+        snapshot = list(self._writer_call("snapshot_state", checkpoint_id))
         store = self.ctx.operator_state_store
         # A stateless writer (print, collect) leaves no state behind in the checkpoint.
         if snapshot or SINK_WRITER_STATE in store.get_registered_state_names():
             store.get_list_state(_internal_list_state(SINK_WRITER_STATE)).update(snapshot)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
-        try:
-            self.writer.notify_checkpoint_complete(checkpoint_id)
-        except Exception as exc:
-            raise self.fail(None, exc) from exc
+        self._writer_call("notify_checkpoint_complete", checkpoint_id)
 
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
-        try:
-            self.writer.notify_checkpoint_aborted(checkpoint_id)
-        except Exception as exc:
-            raise self.fail(None, exc) from exc
+        self._writer_call("notify_checkpoint_aborted", checkpoint_id)
 
     def final_commit(self) -> None:
         """The job's final checkpoint completed: make all output final."""
-        try:
-            self.writer.finish()
-        except Exception as exc:
-            raise self.fail(None, exc) from exc
+        self._writer_call("finish")
 
     def process(self, records: Any, input_index: int = 0) -> None:
         try:

@@ -126,8 +126,7 @@ class OperatorContext:
         from flowrun.state.operator_state import OperatorStateStore
 
         self.restored = False
-        #: periodic checkpoints (sinks then make output final with the last checkpoint)
-        self.checkpointing = bool(info.checkpointing and info.checkpointing["periodic"])
+        self.checkpointing = task.periodic  #: sinks then make output final at a checkpoint
         self.operator_state_store = OperatorStateStore(node.operator_id)
         self.keyed_backend = None
         self.timer_service = None
@@ -322,6 +321,9 @@ class StreamTask:
         self._source_stopped = False
         self.checkpointer = None
         self.barriers: CheckpointBarrierHandler | None = None
+        #: periodic checkpoints: sinks make output final with a last checkpoint, and the
+        #: loops serve checkpoint work between bounded slices of records
+        self.periodic = bool(info.checkpointing and info.checkpointing["periodic"])
         #: unaligned checkpoints: barrier details by id (sent ahead by the JobManager),
         #: the collector of the checkpoint whose channels are being recorded, the last id
         self._barrier_info: dict[int, Barrier] = {}
@@ -576,7 +578,7 @@ class StreamTask:
         timeout_s = self.spec.buffer_timeout / 1000.0
         control = self.control
         checkpointer = self.checkpointer
-        periodic = bool(self.info.checkpointing and self.info.checkpointing["periodic"])
+        periodic = self.periodic
         while True:
             if control.poll():
                 self._handle_control()
@@ -690,7 +692,7 @@ class StreamTask:
         control = self.control
         barriers = self.barriers
         checkpointer = self.checkpointer
-        periodic = bool(self.info.checkpointing and self.info.checkpointing["periodic"])
+        periodic = self.periodic
         if self.info.restore is not None and self.info.restore.get("channel_state"):
             from .subtask_checkpoint_coordinator import replay_channel_state
 
@@ -837,7 +839,7 @@ class StreamTask:
             operator.end_input()
         for operator in self.flushables:
             operator.flush()
-        if self.info.checkpointing is not None and self.info.checkpointing["periodic"]:
+        if self.periodic:
             self._finish_with_final_checkpoint()
             return
         for operator in self.operators:

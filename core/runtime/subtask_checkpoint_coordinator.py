@@ -308,34 +308,18 @@ class SubtaskCheckpointCoordinator:
                         yield keyed  # copied and uploaded on a thread meanwhile
                     handle = keyed.result()
                     written += handle.size
-                    entry["keyed"].append(
-                        {
-                            "handle": handle.to_json(),
-                            "key_groups": [key_groups.start, key_groups.end],
-                            "format": "lmdb",
-                        }
-                    )
+                    entry["keyed"].append(_ranged(handle, key_groups, format="lmdb"))
                     yield
                 elif keyed is not None:
                     for i, stream in enumerate(keyed.streams()):
                         handle = write_state_file(location, f"{prefix}-kg{i}.arrow", stream)
                         written += handle.size
-                        entry["keyed"].append(
-                            {
-                                "handle": handle.to_json(),
-                                "key_groups": [key_groups.start, key_groups.end],
-                            }
-                        )
+                        entry["keyed"].append(_ranged(handle, key_groups))
                         yield
                 for i, stream in enumerate(timers):
                     handle = write_state_file(location, f"{prefix}-timers{i}.arrow", stream)
                     written += handle.size
-                    entry["timers"].append(
-                        {
-                            "handle": handle.to_json(),
-                            "key_groups": [key_groups.start, key_groups.end],
-                        }
-                    )
+                    entry["timers"].append(_ranged(handle, key_groups))
                     yield
                 operators[operator_id] = entry
             channel_files = []
@@ -376,6 +360,11 @@ class SubtaskCheckpointCoordinator:
         if not hasattr(exc, "operator"):
             reason += "\n" + "".join(traceback.format_exception(exc)).rstrip()
         task.control.send(("decline", cid, reason))
+
+
+def _ranged(handle: StateHandle, key_groups: Any, **extra: str) -> dict:
+    """A metadata entry for a file holding the rows of a key-group range."""
+    return {"handle": handle.to_json(), "key_groups": [key_groups.start, key_groups.end], **extra}
 
 
 def _ipc(batch: pa.RecordBatch) -> pa.Buffer:

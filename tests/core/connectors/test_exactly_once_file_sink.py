@@ -9,24 +9,18 @@ recovery must leave exactly the committed output of a failure-free run.
 from __future__ import annotations
 
 import os
-import pickle
-import signal
-import traceback
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from flowrun_testing import run_flowrun
+from sink_harness import Job, crash, redistribute_states
 
 from flowrun.core.connectors import BucketAssigner, Encoder, FileSink, RollingPolicy
 from flowrun.core.connectors.file_sink_writer import commit_part_file
 from flowrun.core.connectors.parquet import ParquetBulkWriters
 from flowrun.core.typeinfo import Types
-from flowrun.state import ListStateDescriptor
-from flowrun.state.operator_state import OperatorStateStore, redistribute
 
 RECORDS = [f"record-{i:03d}" for i in range(120)]
 INTERVALS = [RECORDS[0:40], RECORDS[40:80], RECORDS[80:120]]  # checkpoints 1 and 2 between
@@ -66,80 +60,6 @@ def hidden(path) -> list[str]:
 
 def lines(files: dict[str, str]) -> Counter:
     return Counter(line for text in files.values() for line in text.splitlines())
-
-
-def redistribute_states(old: list[list[Any]], new_parallelism: int) -> list[list[Any]]:
-    """What the runtime does with the sink's snapshot_state lists: operator list state
-    (SPLIT_DISTRIBUTE) per old subtask, snapshotted, redistributed, restored."""
-    descriptor = ListStateDescriptor("_flowrun_sink_writer_state", Types.PICKLED_BYTE_ARRAY())
-    streams = []
-    for elements in old:
-        store = OperatorStateStore("sink")
-        store.get_list_state(descriptor).update(list(elements))
-        streams.append(store.snapshot())
-    shares = []
-    for mine in redistribute(streams, new_parallelism):
-        store = OperatorStateStore("sink")
-        store.restore(mine)
-        shares.append(list(store.get_list_state(descriptor).get()))
-    return shares
-
-
-class Job:
-    """The sink subtasks of one attempt: records are dealt out round-robin per batch."""
-
-    def __init__(self, sink, parallelism: int, restored: list[list[Any]] | None = None) -> None:
-        self.writers = [
-            sink.create_writer(i, parallelism, "job-1", "out") for i in range(parallelism)
-        ]
-        for i, writer in enumerate(self.writers):
-            writer.set_checkpointing_enabled(True)
-            if restored is not None:
-                writer.restore_state(restored[i])
-            writer.open()
-
-    def write(self, records: list[str]) -> None:
-        p = len(self.writers)
-        for i, writer in enumerate(self.writers):
-            writer.write(records[i::p])
-            writer.flush()
-
-    def checkpoint(self, checkpoint_id: int, notify: bool = True) -> list[list[Any]]:
-        states = [writer.snapshot_state(checkpoint_id) for writer in self.writers]
-        if notify:
-            self.notify(checkpoint_id)
-        return states
-
-    def notify(self, checkpoint_id: int, subtasks: list[int] | None = None) -> None:
-        for i, writer in enumerate(self.writers):
-            if subtasks is None or i in subtasks:
-                writer.notify_checkpoint_complete(checkpoint_id)
-
-    def finish(self) -> None:
-        for writer in self.writers:
-            writer.finish()
-
-
-def crash(attempt: Callable[[], Any]) -> Any:
-    """Run ``attempt`` in a forked child that then dies by SIGKILL; return what it returned
-    (the state of its last completed checkpoint, as the checkpoint storage would keep it)."""
-    result_path = f"/tmp/flowrun-crash-{os.getpid()}-{id(attempt)}.pickle"
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child never returns
-        try:
-            payload: Any = ("ok", attempt())
-        except BaseException:
-            payload = ("error", traceback.format_exc())
-        with open(result_path, "wb") as f:
-            pickle.dump(payload, f)
-        os.kill(os.getpid(), signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-    with open(result_path, "rb") as f:
-        kind, value = pickle.load(f)
-    os.unlink(result_path)
-    assert kind == "ok", value
-    return value
 
 
 @pytest.fixture

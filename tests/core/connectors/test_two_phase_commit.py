@@ -5,26 +5,21 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import signal
-import traceback
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from flowrun_testing import run_flowrun
+from sink_harness import Job as HarnessJob
+from sink_harness import crash, redistribute_states
 
 from flowrun.core import StreamExecutionEnvironment
 from flowrun.core.connectors import NumberSequenceSource
 from flowrun.core.connectors.print_sink import PrintSink
 from flowrun.core.connectors.sink_function import SinkFunction, SinkFunctionSink, sink_of
 from flowrun.core.connectors.two_phase_commit import TwoPhaseCommitSinkFunction
-from flowrun.core.typeinfo import Types
-from flowrun.state import ListStateDescriptor
-from flowrun.state.operator_state import OperatorStateStore, redistribute
 
 RECORDS = [f"r{i:03d}" for i in range(90)]
 INTERVALS = [RECORDS[0:30], RECORDS[30:60], RECORDS[60:90]]
@@ -83,73 +78,9 @@ def all_lines(directory) -> Counter:
 # --- the runtime's side ---------------------------------------------------------------------
 
 
-def redistribute_states(old: list[list[Any]], new_parallelism: int) -> list[list[Any]]:
-    """Operator list state (SPLIT_DISTRIBUTE) per old subtask, redistributed, as the runtime."""
-    descriptor = ListStateDescriptor("_flowrun_sink_writer_state", Types.PICKLED_BYTE_ARRAY())
-    streams = []
-    for elements in old:
-        store = OperatorStateStore("sink")
-        store.get_list_state(descriptor).update(list(elements))
-        streams.append(store.snapshot())
-    shares = []
-    for mine in redistribute(streams, new_parallelism):
-        store = OperatorStateStore("sink")
-        store.restore(mine)
-        shares.append(list(store.get_list_state(descriptor).get()))
-    return shares
-
-
-class Job:
-    def __init__(self, sink, parallelism: int, restored: list[list[Any]] | None = None) -> None:
-        self.writers = [
-            sink.create_writer(i, parallelism, "job-1", "2pc") for i in range(parallelism)
-        ]
-        for i, writer in enumerate(self.writers):
-            writer.set_checkpointing_enabled(True)
-            if restored is not None:
-                writer.restore_state(restored[i])
-            writer.open()
-
-    def write(self, records: list[str]) -> None:
-        p = len(self.writers)
-        for i, writer in enumerate(self.writers):
-            writer.write(records[i::p])
-
-    def checkpoint(self, checkpoint_id: int, notify: bool = True) -> list[list[Any]]:
-        states = [writer.snapshot_state(checkpoint_id) for writer in self.writers]
-        if notify:
-            self.notify(checkpoint_id)
-        return states
-
-    def notify(self, checkpoint_id: int, subtasks: list[int] | None = None) -> None:
-        for i, writer in enumerate(self.writers):
-            if subtasks is None or i in subtasks:
-                writer.notify_checkpoint_complete(checkpoint_id)
-
-    def finish(self) -> None:
-        for writer in self.writers:
-            writer.finish()
-
-
-def crash(attempt: Callable[[], Any]) -> Any:
-    """Run ``attempt`` in a forked child that then dies by SIGKILL; return its result."""
-    result_path = f"/tmp/flowrun-crash-{os.getpid()}-{id(attempt)}.pickle"
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child never returns
-        try:
-            payload: Any = ("ok", attempt())
-        except BaseException:
-            payload = ("error", traceback.format_exc())
-        with open(result_path, "wb") as f:
-            pickle.dump(payload, f)
-        os.kill(os.getpid(), signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-    with open(result_path, "rb") as f:
-        kind, value = pickle.load(f)
-    os.unlink(result_path)
-    assert kind == "ok", value
-    return value
+class Job(HarnessJob):
+    uid = "2pc"
+    flush = False
 
 
 @pytest.fixture

@@ -11,21 +11,18 @@ import signal
 import socket
 import socketserver
 import threading
-import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from flowrun_testing import run_flowrun
+from sink_harness import Job as HarnessJob
+from sink_harness import crash, redistribute_states
 
 from flowrun.core.connectors.write_ahead_sink import (
     GenericWriteAheadSink,
     SqliteCheckpointCommitter,
 )
-from flowrun.core.typeinfo import Types
-from flowrun.state import ListStateDescriptor
-from flowrun.state.operator_state import OperatorStateStore, redistribute
 
 RECORDS = [f"r{i:03d}" for i in range(90)]
 INTERVALS = [RECORDS[0:30], RECORDS[30:60], RECORDS[60:90]]
@@ -97,77 +94,8 @@ class TcpSink(GenericWriteAheadSink):
         self.sock.close()
 
 
-def redistribute_states(old: list[list[Any]], new_parallelism: int) -> list[list[Any]]:
-    """Operator list state (SPLIT_DISTRIBUTE) per old subtask, redistributed, as the runtime."""
-    descriptor = ListStateDescriptor("_flowrun_sink_writer_state", Types.PICKLED_BYTE_ARRAY())
-    streams = []
-    for elements in old:
-        store = OperatorStateStore("sink")
-        store.get_list_state(descriptor).update(list(elements))
-        streams.append(store.snapshot())
-    shares = []
-    for mine in redistribute(streams, new_parallelism):
-        store = OperatorStateStore("sink")
-        store.restore(mine)
-        shares.append(list(store.get_list_state(descriptor).get()))
-    return shares
-
-
-class Job:
-    def __init__(self, sink, parallelism: int, restored: list[list[Any]] | None = None) -> None:
-        self.writers = [
-            sink.create_writer(i, parallelism, "job-1", "wal") for i in range(parallelism)
-        ]
-        for i, writer in enumerate(self.writers):
-            writer.set_checkpointing_enabled(True)
-            if restored is not None:
-                writer.restore_state(restored[i])
-            writer.open()
-
-    def write(self, records: list[str]) -> None:
-        p = len(self.writers)
-        for i, writer in enumerate(self.writers):
-            writer.write(records[i::p])
-            writer.flush()
-
-    def checkpoint(self, checkpoint_id: int, notify: bool = True) -> list[list[Any]]:
-        states = [writer.snapshot_state(checkpoint_id) for writer in self.writers]
-        if notify:
-            self.notify(checkpoint_id)
-        return states
-
-    def notify(self, checkpoint_id: int, subtasks: list[int] | None = None) -> None:
-        for i, writer in enumerate(self.writers):
-            if subtasks is None or i in subtasks:
-                writer.notify_checkpoint_complete(checkpoint_id)
-
-    def finish(self) -> None:
-        for writer in self.writers:
-            writer.finish()
-
-
-def crash(attempt: Callable[[], Any]) -> Any:
-    """Run ``attempt`` in a forked child that then dies by SIGKILL (if it did not already);
-    return its result."""
-    result_path = f"/tmp/flowrun-crash-{os.getpid()}-{id(attempt)}.pickle"
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child never returns
-        try:
-            payload: Any = ("ok", attempt())
-        except BaseException:
-            payload = ("error", traceback.format_exc())
-        with open(result_path, "wb") as f:
-            pickle.dump(payload, f)
-        os.kill(os.getpid(), signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-    if not os.path.exists(result_path):
-        return None  # killed inside ``attempt``
-    with open(result_path, "rb") as f:
-        kind, value = pickle.load(f)
-    os.unlink(result_path)
-    assert kind == "ok", value
-    return value
+class Job(HarnessJob):
+    uid = "wal"
 
 
 def tcp_sink(tmp_path, collector, committer=None) -> TcpSink:
@@ -260,7 +188,7 @@ def test_crash_between_send_and_confirmation_sends_again(tmp_path, collector):
             pickle.dump(states, f)  # the completed checkpoint, as storage keeps it
         job.notify(1)  # sends, then dies while confirming
 
-    crash(attempt)
+    crash(attempt, may_die_inside=True)  # it dies inside send_values
     with open(tmp_path / "states1.pickle", "rb") as f:
         states1 = pickle.load(f)
     assert collector.records() == Counter(INTERVALS[0])
