@@ -39,6 +39,7 @@ __all__ = ["ForkServer", "get_fork_server"]
 _LEN = struct.Struct("<I")
 _PRELOAD = (
     "numpy",
+    "numpy.ma",  # np.unique imports it on first use: 60 ms in every subtask otherwise
     "pyarrow",
     "pyarrow.ipc",
     "pyarrow.compute",
@@ -97,6 +98,19 @@ def _set_pdeathsig() -> None:
         pass
 
 
+def _warm_up() -> None:
+    """Trigger the imports pyarrow does on its first conversion (dateutil, six: ~20 ms).
+
+    Done once here, they are shared by every child instead of repeated in each.
+    """
+    try:
+        import pyarrow
+
+        pyarrow.array([0])
+    except Exception:
+        pass
+
+
 def _serve(fd: int) -> None:
     """Server main loop (runs in the fork-server process)."""
     sock = socket.socket(fileno=fd)
@@ -109,6 +123,7 @@ def _serve(fd: int) -> None:
             importlib.import_module(name)
         except Exception:
             pass
+    _warm_up()
     children: set[int] = set()
     # SIGCHLD only rings a self-pipe; reaping and reporting happen in the loop, so no
     # message is ever written from inside a signal handler (that could interleave with,

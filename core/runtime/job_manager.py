@@ -827,7 +827,9 @@ class JobManager:
         coordinator = self.coordinator
         if not coordinator.all_ended or getattr(self, "_final_sent", None) == self.attempt:
             return
-        if coordinator.final_done:
+        # Without periodic checkpoints there is no final checkpoint (as in Flink): sinks
+        # commit at the end of their input; only a savepoint still in progress is awaited.
+        if coordinator.final_done or not (coordinator.periodic or coordinator.pending):
             self._final_sent = self.attempt
             for sub in self.subtasks:
                 self._send(sub.ev.task_id, ("finish",))
