@@ -49,7 +49,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from flowrun.core.reprs import short_repr as _short_repr
 
@@ -481,6 +480,8 @@ def _prefers_dictionary(array: pa.Array) -> bool:
     if len(array) < _DICTIONARY_MIN_ROWS:
         return False
     sample = array.slice(0, _DICTIONARY_SAMPLE)
+    import pyarrow.compute as pc  # not at module level: the JobManager never needs it
+
     distinct = len(pc.unique(sample))
     return distinct <= _DICTIONARY_MAX_DISTINCT_RATIO * len(sample)
 
@@ -491,7 +492,7 @@ def _unsigned_hash_column(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
     kind = array.type
     if (pa.types.is_string(kind) or pa.types.is_large_string(kind)) and _prefers_dictionary(array):
-        array = pc.dictionary_encode(array)
+        array = array.dictionary_encode()
     return _unsigned_hash_arrow(array)
 
 

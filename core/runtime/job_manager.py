@@ -137,11 +137,9 @@ class JobManager:
         state_backend: Any = None,
         job_name: str | None = None,
     ) -> None:
-        from flowrun.state.backends import state_backend_from_name
-
-        self.state_backend = state_backend or state_backend_from_name(
-            job_graph.config.get(cfg.STATE_BACKEND)
-        )
+        # A backend object when the job set one, else the configured name: the subtasks build
+        # it (the JobManager process never loads LMDB and the backends' modules).
+        self.state_backend = state_backend or job_graph.config.get(cfg.STATE_BACKEND)
         self.job_graph = job_graph
         self.config = job_graph.config
         # FLOWRUN_JOB_ID: set by `flowrun run -d`, which must know the id first (one job only)

@@ -104,7 +104,7 @@ class TaskInfo:
     job_parameters: dict
     main_file: str | None = None  #: the job script, to restore user tracebacks
     working_dir: str | None = None  #: the job's private directory (LMDB environments)
-    state_backend: Any = None  #: a StateBackend object (env.set_state_backend / state.backend)
+    state_backend: Any = None  #: a StateBackend (env.set_state_backend) or state.backend's name
     #: None when checkpointing is off, else {"exactly_once": bool}
     checkpointing: dict | None = None
     #: state to start from: {"location": checkpoint dir, "operators": {operator id: entry}}
@@ -139,7 +139,12 @@ class OperatorContext:
             key_groups = KeyGroupRange.of_operator(
                 node.max_parallelism, info.parallelism, info.index
             )
-            self.keyed_backend = info.state_backend.create_keyed_backend(
+            backend = info.state_backend
+            if isinstance(backend, str):
+                from flowrun.state.backends import state_backend_from_name
+
+                backend = state_backend_from_name(backend)
+            self.keyed_backend = backend.create_keyed_backend(
                 node.operator_id,
                 key_groups,
                 node.max_parallelism,
