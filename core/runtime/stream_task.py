@@ -42,6 +42,9 @@ __all__ = ["ChainNodeSpec", "ChainSpec", "TaskInfo", "run_subtask", "TaskCancell
 
 _STEP_BYTES = 1 << 20  #: output bytes a source step aims for (see StreamTask._run_source)
 _MINI_BATCH_RECORDS = 32768  #: records decoded from queued buffers before the chain runs
+#: with checkpoints, the first slice's size, before the chain's rate is known (a slow chain
+#: must not spend seconds on a first slice of _MINI_BATCH_RECORDS with a barrier waiting)
+_FIRST_SLICE_RECORDS = 256
 _PUMP_SECONDS = 0.01  #: time per loop iteration given to writing a pending checkpoint
 _MINI_BATCH_SECONDS = 0.05  #: with checkpointing: work per mini-batch between mailbox checks
 
@@ -407,8 +410,12 @@ class StreamTask:
         self._unblock_released()
         self.checkpointer.checkpoint(barrier, barrier.location, True)
 
-    def _on_priority_barriers(self) -> None:
-        """Unaligned barriers that overtook queued data: snapshot at the first one."""
+    def _on_priority_barriers(self, remainder: tuple[int, list] | None = None) -> None:
+        """Unaligned barriers that overtook queued data: snapshot at the first one.
+
+        ``remainder``: (gate index, rows) decoded but not processed yet, when the barrier
+        arrived while the chain worked through a mini-batch; they are in flight too.
+        """
         for gate_index, gate in enumerate(self.net.gates):
             arrived, gate.priority_barriers = gate.priority_barriers, []
             for channel, cid, before in arrived:
@@ -418,13 +425,13 @@ class StreamTask:
                     continue  # a barrier of an aborted or older checkpoint
                 key = (gate_index, channel)
                 if self._unaligned is None or cid > self._unaligned.checkpoint_id:
-                    self._start_unaligned(cid)
+                    self._start_unaligned(cid, remainder)
                 self._unaligned.barrier(key, gate.queued_bytes(channel, before))
                 if self._unaligned.done:
                     self._unaligned = None
 
-    def _start_unaligned(self, cid: int) -> None:
-        from flowrun.network.channel_state import CONSUMER, ChannelStateEntry
+    def _start_unaligned(self, cid: int, remainder: tuple[int, list] | None = None) -> None:
+        from flowrun.network.channel_state import CONSUMER, PENDING, ChannelStateEntry
 
         from .subtask_checkpoint_coordinator import ChannelStateCollector
 
@@ -453,6 +460,18 @@ class StreamTask:
                     )
                     collector.start_input((gate_index, ch.index), entry)
             first += len(gate.channels)
+        if remainder is not None and remainder[1]:
+            gate_index, rows = remainder
+            serializer = self.in_serializers[gate_index]
+            sink = pa.BufferOutputStream()
+            batches = serializer.to_batches(rows, 1 << 62)
+            with pa.ipc.new_stream(sink, batches[0].schema) as writer:
+                for batch in batches:
+                    writer.write_batch(batch)
+            edge = self.spec.in_edges[gate_index].edge_index
+            collector.pending.append(
+                ChannelStateEntry(edge, index, 0, PENDING, buffers=[sink.getvalue().to_pybytes()])
+            )
         self._unaligned = collector
         self._last_unaligned = cid
         self.checkpointer.checkpoint(barrier, barrier.location, True, collector)
@@ -702,7 +721,7 @@ class StreamTask:
             from .subtask_checkpoint_coordinator import replay_channel_state
 
             replay_channel_state(self, self.info.restore)
-        mini_batch = _MINI_BATCH_RECORDS
+        mini_batch = _FIRST_SLICE_RECORDS if periodic else _MINI_BATCH_RECORDS
         while not all(g.all_ended() for g in gates):
             net.process_doorbell()
             if checkpointer is not None and any(g.priority_barriers for g in gates):
@@ -773,7 +792,9 @@ class StreamTask:
                     if not periodic:
                         process(pending, input_index)
                     else:
-                        mini_batch = self._process_in_slices(pending, input_index, mini_batch)
+                        mini_batch = self._process_in_slices(
+                            pending, gate_index, input_index, mini_batch
+                        )
                 if events and barriers is not None:
                     # Records before the barrier are processed: now it may complete.
                     for channel, barrier in events:
@@ -808,7 +829,9 @@ class StreamTask:
                     timeout = min(timeout if timeout is not None else 0.05, 0.05)
                 self.wait_io(timeout)
 
-    def _process_in_slices(self, pending: list, input_index: int, mini_batch: int) -> int:
+    def _process_in_slices(
+        self, pending: list, gate_index: int, input_index: int, mini_batch: int
+    ) -> int:
         """With checkpoints: run the chain on slices of ~_MINI_BATCH_SECONDS of work.
 
         A buffer can hold tens of thousands of small records; between slices checkpoint
@@ -837,6 +860,11 @@ class StreamTask:
                     self._process_mail()
                 if checkpointer.busy:
                     checkpointer.pump_for(_PUMP_SECONDS)
+                self.net.process_doorbell()  # a priority barrier is announced there
+                if any(g.priority_barriers for g in self.net.gates):
+                    # An unaligned barrier overtook the queued buffers: snapshot now, with
+                    # the rest of this mini-batch as in-flight data, then go on with it.
+                    self._on_priority_barriers((gate_index, pending[start:]))
         return mini_batch
 
     def _finish(self) -> None:

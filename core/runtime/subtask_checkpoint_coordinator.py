@@ -67,6 +67,8 @@ class ChannelStateCollector:
         self.recording: set[tuple[int, int]] = set()
         self.inputs: dict[tuple[int, int], ChannelStateEntry] = {}
         self.outputs: list[ChannelStateEntry] = []
+        #: rows decoded but not processed at the snapshot (``PENDING`` entries)
+        self.pending: list[ChannelStateEntry] = []
 
     @property
     def done(self) -> bool:
@@ -91,7 +93,7 @@ class ChannelStateCollector:
         """Entries worth storing: channels with data in flight, and the decoding state of
         every input channel (the producer's buffers of the channel may need its schema)."""
         inputs = [e for e in self.inputs.values() if e.buffers or e.schema or e.fragments]
-        return inputs + [e for e in self.outputs if e.buffers]
+        return self.pending + inputs + [e for e in self.outputs if e.buffers]
 
 
 class _PendingSnapshot:
