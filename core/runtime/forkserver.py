@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import ctypes
+import gc
 import importlib
 import os
 import pickle
@@ -129,6 +130,9 @@ def _serve(fd: int) -> None:
     # what tells us the JobManager process is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _preload()
+    # Move everything imported so far out of the collector's sight: a child's garbage
+    # collections then never touch (and copy-on-write) the shared pages of these objects.
+    gc.freeze()
     children: set[int] = set()
     # SIGCHLD only rings a self-pipe; reaping and reporting happen in the loop, so no
     # message is ever written from inside a signal handler (that could interleave with,
