@@ -31,6 +31,8 @@ __all__ = ["KeySlots"]
 
 _MIN_TABLE = 1 << 10
 _EMPTY = -1
+_WINDOW = 8  #: table positions a probe looks at per round after the first
+_STEPS = np.arange(1, _WINDOW + 1, dtype=np.uint32)
 
 
 def _spread(codes: np.ndarray) -> np.ndarray:
@@ -79,7 +81,7 @@ class KeySlots:
 
     def __init__(self) -> None:
         self._size = _MIN_TABLE  # table positions, a power of two
-        self._slot_at = np.full(self._size, _EMPTY, dtype=np.int64)
+        self._slot_at = np.full(self._size, _EMPTY, dtype=np.int32)
         self._hash_at = np.zeros(self._size, dtype=np.uint32)
         self._chunks: list[pa.Array] = []  # the keys in slot order
         self._count = 0
@@ -94,13 +96,13 @@ class KeySlots:
 
     def take(self, slots: np.ndarray) -> pa.Array:
         """The keys of ``slots`` (an int array), in that order."""
-        indices = pa.array(slots, type=pa.int64())
+        indices = pa.array(slots)
         if len(self._chunks) == 1:
             return self._chunks[0].take(indices)
         return self.keys().take(indices).combine_chunks()
 
     def find_or_add(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """Slot of every key (int64); keys not seen before get the next free slots.
+        """Slot of every key (int32); keys not seen before get the next free slots.
 
         ``keys`` must hold distinct values (as a partial aggregate's keys do): two equal new
         keys in one call would get two slots. Keys of another type than the stored ones are
@@ -132,34 +134,51 @@ class KeySlots:
                 ) from exc
         return keys
 
-    def _find(self, keys: pa.Array, hashes: np.ndarray) -> np.ndarray:
+    def _probe(self, positions: np.ndarray, hashes: np.ndarray | None) -> np.ndarray:
+        """Moves each position on (from itself) to the first empty one or, with ``hashes``,
+        the first holding that key's hash. A window of positions per key and round, so that
+        the rare long probe sequences cost a few rounds of numpy calls, not one per step."""
         mask = np.uint32(self._size - 1)
         slot_at, hash_at = self._slot_at, self._hash_at
-        positions = hashes & mask
-        found = slot_at[positions]
-        moving = np.flatnonzero((found != _EMPTY) & (hash_at[positions] != hashes))
-        while True:
-            # Probe on until each key's position is empty (not stored) or holds its hash.
-            while len(moving):
-                at = (positions[moving] + np.uint32(1)) & mask
-                positions[moving] = at
-                entries = slot_at[at]
-                found[moving] = entries
-                moving = moving[(entries != _EMPTY) & (hash_at[at] != hashes[moving])]
-            candidates = np.flatnonzero(found != _EMPTY)
-            if not len(candidates):
-                return found
-            stored = self.take(found[candidates])
-            mine = keys if len(candidates) == len(keys) else keys.take(pa.array(candidates))
+        stop = slot_at[positions] == _EMPTY
+        if hashes is not None:
+            stop |= hash_at[positions] == hashes
+        moving = np.flatnonzero(~stop)
+        while len(moving):
+            window = (positions[moving, None] + _STEPS) & mask
+            hit = slot_at[window] == _EMPTY
+            if hashes is not None:
+                hit |= hash_at[window] == hashes[moving, None]
+            first = hit.argmax(axis=1)
+            rows = np.arange(len(moving))
+            done = hit[rows, first]
+            positions[moving] = window[rows, np.where(done, first, _WINDOW - 1)]
+            moving = moving[~done]
+        return positions
+
+    def _find(self, keys: pa.Array, hashes: np.ndarray) -> np.ndarray:
+        positions = self._probe(hashes & np.uint32(self._size - 1), hashes)
+        found = self._slot_at[positions]
+        todo = np.flatnonzero(found != _EMPTY)  # hash matches, to be checked by value
+        mine = keys
+        while len(todo):
+            stored = self.take(found[todo])
+            if len(todo) != len(keys):
+                mine = keys.take(pa.array(todo))
             equal = _same(mine, stored)
             if equal.all():
-                return found
+                break
             # Another key with the same hash sits there: these keys probe on.
-            moving = candidates[~equal]
+            todo = todo[~equal]
+            step = (positions[todo] + np.uint32(1)) & np.uint32(self._size - 1)
+            positions[todo] = self._probe(step, hashes[todo])
+            found[todo] = self._slot_at[positions[todo]]
+            todo = todo[found[todo] != _EMPTY]
+        return found
 
     def _add(self, new_keys: pa.Array, hashes: np.ndarray) -> np.ndarray:
         first = self._count
-        slots = np.arange(first, first + len(new_keys), dtype=np.int64)
+        slots = np.arange(first, first + len(new_keys), dtype=np.int32)
         self._count += len(new_keys)
         if 2 * self._count > self._size:
             self._grow()
@@ -183,23 +202,20 @@ class KeySlots:
         used = self._slot_at != _EMPTY
         slots, hashes = self._slot_at[used], self._hash_at[used]
         self._size = size
-        self._slot_at = np.full(size, _EMPTY, dtype=np.int64)
+        self._slot_at = np.full(size, _EMPTY, dtype=np.int32)
         self._hash_at = np.zeros(size, dtype=np.uint32)
         self._place(hashes, slots)
 
     def _place(self, hashes: np.ndarray, slots: np.ndarray) -> None:
         """Store new entries: each takes the first empty position from its hash on."""
-        mask = np.uint32(self._size - 1)
-        slot_at, hash_at = self._slot_at, self._hash_at
-        positions = hashes & mask
-        while len(slots):
-            free = np.flatnonzero(slot_at[positions] == _EMPTY)
-            # Several entries may want the same free position: the first of each takes it.
-            _, first = np.unique(positions[free], return_index=True)
-            winners = free[first]
-            slot_at[positions[winners]] = slots[winners]
-            hash_at[positions[winners]] = hashes[winners]
-            rest = np.ones(len(slots), dtype=bool)
-            rest[winners] = False
-            hashes, slots = hashes[rest], slots[rest]
-            positions = (positions[rest] + np.uint32(1)) & mask
+        slot_at = self._slot_at
+        positions = hashes & np.uint32(self._size - 1)
+        pending = np.arange(len(slots))
+        while len(pending):
+            at = self._probe(positions[pending], None)
+            # Entries that found the same empty position: one write wins, the others probe on.
+            slot_at[at] = slots[pending]
+            won = slot_at[at] == slots[pending]
+            self._hash_at[at[won]] = hashes[pending[won]]
+            positions[pending] = at
+            pending = pending[~won]
