@@ -501,7 +501,9 @@ class ArrowKeyedStream(DataStream):
         shuffle = PartitionTransformation(
             name="Hash",
             inputs=[local],
-            partitioner=lambda max_p: ArrowKeyGroupPartitioner(key, max_p),
+            partitioner=lambda max_p: ArrowKeyGroupPartitioner(
+                key, max_p, hash_column=aggs.KEY_HASH_COLUMN
+            ),
             arrow=True,
         )
         op = aggs.ArrowKeyedAggregateOperator(name, self._column, out_name)

@@ -22,12 +22,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flowrun.state.key_groups import assign_key_groups_arrow
+from flowrun.state.key_groups import assign_key_groups_arrow, hash_arrow
 
 from .key_slots import KeySlots
 from .operators import StreamOperator, _batch_summary
 
-__all__ = ["ArrowKeyedAggregateOperator", "ArrowLocalAggregateOperator"]
+__all__ = ["KEY_HASH_COLUMN", "ArrowKeyedAggregateOperator", "ArrowLocalAggregateOperator"]
+
+#: int32 Java hash codes of the keys, added by the local phase: the shuffle routes by them and
+#: the global phase's key table indexes by them, so each partial key is hashed once.
+KEY_HASH_COLUMN = "__flowrun_key_hash"
 
 
 def _partial_aggregate(batch: pa.RecordBatch, key_column: str, column: str | None):
@@ -63,10 +67,13 @@ class ArrowLocalAggregateOperator(StreamOperator):
             return
         try:
             keys, partial = _partial_aggregate(batch, self.key_column, self.column)
+            codes = pa.array(hash_arrow(keys))
         except Exception as exc:
             raise self.fail(_batch_summary(batch), exc) from exc
         self.output.emit(
-            pa.RecordBatch.from_arrays([keys, partial], names=[self.key_column, self.out_name])
+            pa.RecordBatch.from_arrays(
+                [keys, partial, codes], names=[self.key_column, self.out_name, KEY_HASH_COLUMN]
+            )
         )
 
 
@@ -164,7 +171,10 @@ class ArrowKeyedAggregateOperator(StreamOperator):
         try:
             keys = batch.column(self.key_column)
             partial = _partial_values(batch.column(self.out_name))
-            slots = self.slots.find_or_add(keys)
+            codes = None
+            if KEY_HASH_COLUMN in batch.schema.names:
+                codes = batch.column(KEY_HASH_COLUMN).to_numpy(zero_copy_only=False)
+            slots = self.slots.find_or_add(keys, codes)
         except Exception as exc:
             raise self.fail(_batch_summary(batch), exc) from exc
         self._reserve(len(self.slots), partial.dtype.type)

@@ -101,15 +101,18 @@ class KeySlots:
             return self._chunks[0].take(indices)
         return self.keys().take(indices).combine_chunks()
 
-    def find_or_add(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    def find_or_add(
+        self, keys: pa.Array | pa.ChunkedArray, java_hashes: np.ndarray | None = None
+    ) -> np.ndarray:
         """Slot of every key (int32); keys not seen before get the next free slots.
 
         ``keys`` must hold distinct values (as a partial aggregate's keys do): two equal new
         keys in one call would get two slots. Keys of another type than the stored ones are
-        cast to it (a restored table's type is inferred from Python values).
+        cast to it (a restored table's type is inferred from Python values). ``java_hashes``
+        may pass the keys' :func:`~flowrun.state.key_groups.hash_arrow` codes if known.
         """
         keys = self._conform(keys)
-        hashes = _spread(hash_arrow(keys))
+        hashes = _spread(hash_arrow(keys) if java_hashes is None else java_hashes)
         slots = self._find(keys, hashes)
         new = np.flatnonzero(slots == _EMPTY)
         if len(new):
