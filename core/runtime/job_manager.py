@@ -109,7 +109,11 @@ def _chain_spec(job_graph: JobGraph, vertex_index: int) -> ChainSpec:
         in_edges=in_edges,
         is_source=vertex.is_source,
         buffer_timeout=buffer_timeout,
-        source_batch_size=config.get(cfg.SOURCE_BATCH_SIZE),
+        source_batch_size=config.get(
+            cfg.ARROW_SOURCE_BATCH_SIZE
+            if vertex.is_source and vertex.nodes[0].arrow
+            else cfg.SOURCE_BATCH_SIZE
+        ),
     )
 
 
