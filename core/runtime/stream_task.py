@@ -837,9 +837,7 @@ class StreamTask:
                 spent = time.perf_counter() - began
                 if spent > 0:
                     rate = (end - start) / spent
-                    mini_batch = int(
-                        min(_MINI_BATCH_RECORDS, max(64, rate * _MINI_BATCH_SECONDS))
-                    )
+                    mini_batch = int(min(_MINI_BATCH_RECORDS, max(64, rate * _MINI_BATCH_SECONDS)))
                 start = end
                 if start < total:
                     if control.poll():
