@@ -48,6 +48,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -708,20 +709,24 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
 
     # -- native checkpoints ------------------------------------------------------------
 
-    def native_checkpoint(self, path: str, after: Callable[[str], Any] | None = None) -> NativeCopy:
-        """Copy the environment to ``path`` as of now, on a thread (a checkpoint).
+    def native_checkpoint(self, write: Callable[[Callable[[int], None]], Any]) -> NativeCopy:
+        """Copy the environment as of now, on a thread (a checkpoint).
 
         A checkpoint (not a savepoint) can be this compacted copy of the LMDB file: the
         content is fixed by a read transaction begun here, and ``mdb_env_copy`` writes it in
         C without the GIL while the task goes on processing. Restores turn it into the
         backend-neutral rows (:func:`~flowrun.state.backends.lmdb_native.native_streams`),
-        so it still restores at any parallelism and into either backend. ``after(path)``
-        runs on the same thread once the copy is written (e.g. uploading it), and its
-        return value is what :meth:`NativeCopy.result` returns.
+        so it still restores at any parallelism and into either backend.
+
+        ``write(copy)`` runs on the thread: it calls ``copy(fd)`` to write the copy into a
+        file descriptor (e.g. straight into checkpoint storage) and returns what
+        :meth:`NativeCopy.result` returns. The read transaction ends as soon as the copy is
+        written: while it is open LMDB cannot reuse the pages that writes free, so the
+        processing thread's writes would land on fresh pages for the whole upload.
         """
         self._check_open()
         self._commit()
-        copy = NativeCopy(self._env, self._env.begin(write=False), path, self._handles, after)
+        copy = NativeCopy(self._env, self._env.begin(write=False), self._handles, write)
         self._handles.add(copy)
         copy.start()
         return copy
@@ -887,71 +892,79 @@ class NativeCopy:
     """A compacted copy of an LMDB environment being written by a thread (a checkpoint).
 
     Kept among the backend's snapshot handles: the map may only move (grow) or close once
-    the copy's read transaction has ended, which :meth:`materialize` waits for.
+    the copy's read transaction has ended, which :meth:`materialize` waits for. That is as
+    soon as the copy is written; what ``write`` does afterwards (checksum, fsync) no longer
+    holds the environment.
     """
 
     def __init__(
         self,
         env: lmdb.Environment,
         txn: lmdb.Transaction,
-        path: str,
         handles: set,
-        after: Callable[[str], Any] | None = None,
+        write: Callable[[Callable[[int], None]], Any],
     ) -> None:
-        import threading
-
-        self.path = path
-        self.value: Any = path
-        self._after = after
+        self.value: Any = None
         self.error: BaseException | None = None
         self._env = env
-        self._txn = txn
+        self._txn: lmdb.Transaction | None = txn
         self._handles = handles
+        self._write = write
+        self._lock = threading.Lock()
+        self._copied = threading.Event()  #: set once the read transaction has ended
         self._thread = threading.Thread(target=self._run, name="lmdb-checkpoint", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def _copy(self, fd: int) -> None:
+        try:
+            self._env.copyfd(fd, compact=True, txn=self._txn)
+        finally:
+            self._end_txn()
+
+    def _end_txn(self) -> None:
+        with self._lock:
+            txn, self._txn = self._txn, None
+        if txn is not None:
+            try:
+                txn.abort()
+            except lmdb.Error:
+                pass
+        self._copied.set()
+
     def _run(self) -> None:
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                self._env.copyfd(fd, compact=True, txn=self._txn)
-            finally:
-                os.close(fd)
-            if self._after is not None:
-                self.value = self._after(self.path)
+            self.value = self._write(self._copy)
         except BaseException as exc:  # reported by result()
             self.error = exc
+        finally:
+            self._end_txn()  # in case write never called copy
 
     @property
     def done(self) -> bool:
         return not self._thread.is_alive()
 
     def materialize(self) -> None:
-        """Wait for the copy; end its read transaction."""
-        self._thread.join()
-        if self._txn is not None:
-            try:
-                self._txn.abort()
-            except lmdb.Error:
-                pass
-            self._txn = None
+        """Wait until the copy is written and its read transaction has ended."""
+        self._copied.wait()
         self._handles.discard(self)
 
-    def result(self) -> Any:
-        """The copy's path (or what ``after`` returned), once done; raises what failed."""
+    def join(self) -> None:
+        """Wait until ``write`` has returned."""
+        self._thread.join()
         self.materialize()
+
+    def result(self) -> Any:
+        """What ``write`` returned, once done; raises what failed."""
+        self.join()
         if self.error is not None:
             raise StateBackendError(f"LMDB checkpoint copy failed: {self.error}") from self.error
         return self.value
 
     def cancel(self) -> None:
-        self.materialize()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        """Drop the copy: wait for the thread, whatever it wrote is not referenced."""
+        self.join()
 
 
 def _split_rows(
