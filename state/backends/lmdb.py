@@ -194,6 +194,7 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         self._seq = 0
         self._sids: dict[str, bytes] = {}
         self._handles: set[SnapshotHandle] = set()
+        self._bulk: list[tuple[pa.Array, pa.Array]] | None = None  #: rows of a bulk restore
         self._sweep_policies: dict[bytes, TtlPolicy] = {}
         self._sweep_every = 0
         self._sweep_count = 0
@@ -760,11 +761,88 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
                 suffix,
                 pa.scalar(b"", pa.binary()),
             )
+            if self._bulk is not None:
+                self._bulk.append((full, batch.column(3)))
+                continue
             pairs = list(zip(full.to_pylist(), batch.column(3).to_pylist(), strict=True))
             # Rows of a snapshot stream come in storage-key order: when a chunk is sorted
             # and lies after everything stored, LMDB appends it (about twice as fast).
             self._put_many(pairs, append=n > 0 and _ascending(full))
         self._commit()
+
+    def _restore_streams(self, streams: Any) -> None:
+        """Restore; into an empty environment the rows are bulk loaded (:meth:`_bulk_load`)."""
+        self._commit()
+        with self._env.begin(db=self._db) as txn:
+            empty = txn.stat(self._db)["entries"] == 0
+        self._bulk = [] if empty and not self._handles else None
+        try:
+            super()._restore_streams(streams)
+            chunks = self._bulk
+            self._bulk = None
+            if chunks:
+                self._bulk_load(chunks)
+        finally:
+            self._bulk = None
+
+    def _bulk_load(self, chunks: list[tuple[pa.Array, pa.Array]]) -> None:
+        """Write the restored rows as the environment's B+tree pages (no Python object per
+        row, :mod:`.lmdb_pages`), or insert them when they are not in storage-key order or do
+        not fit LMDB nodes."""
+        from .lmdb_pages import PAGE_SIZE, Unfit, write_environment
+
+        keys = pa.concat_arrays([k.cast(pa.large_binary()) for k, _ in chunks])
+        values = pa.concat_arrays([v.cast(pa.large_binary()) for _, v in chunks])
+        if not _ascending(keys):
+            # Several states (or streams): each stream is in storage-key order, so a stable
+            # sort by key group and state id (the first 4 bytes) puts all rows in order.
+            data, offsets = _binary_parts(keys)
+            starts = offsets[:-1]
+            prefix = data[starts].astype(np.uint32) << 24
+            for i in (1, 2, 3):
+                prefix |= data[starts + i].astype(np.uint32) << (24 - 8 * i)
+            order = pa.array(np.argsort(prefix, kind="stable"))
+            keys, values = keys.take(order), values.take(order)
+        if self._env.stat()["psize"] == PAGE_SIZE and _ascending(keys):
+            with self._env.begin(db=self._meta_db) as txn:
+                meta = list(txn.cursor())
+            data = os.path.join(self.directory, "data.mdb")
+            scratch = data + ".bulk"
+            current = self.map_size
+
+            def map_size(pages: int) -> int:  # room for as much again, grown as _grow does
+                size = current
+                while size < 2 * pages * PAGE_SIZE:
+                    size += min(size, _MAX_GROWTH_STEP)
+                return size
+
+            databases = {
+                _META_DB: (
+                    pa.array([k for k, _ in meta], pa.binary()),
+                    pa.array([v for _, v in meta], pa.binary()),
+                ),
+                _STATE_DB: (keys, values),
+            }
+            try:
+                size = write_environment(scratch, databases, map_size)
+            except Unfit:
+                os.unlink(scratch)
+            else:
+                self._reopen_with(scratch, data, size)
+                return
+        for key_chunk, value_chunk in chunks:
+            pairs = list(zip(key_chunk.to_pylist(), value_chunk.to_pylist(), strict=True))
+            self._put_many(pairs, append=_ascending(key_chunk))
+        self._commit()
+
+    def _reopen_with(self, scratch: str, data: str, map_size: int) -> None:
+        """Replace the (empty, closed) environment's data file with ``scratch`` and reopen."""
+        self._env.close()
+        os.replace(scratch, data)
+        self._env = self._lmdb_open(self.directory, map_size)
+        self._reserve(self._env, map_size)
+        self._db = self._env.open_db(_STATE_DB)
+        self._meta_db = self._env.open_db(_META_DB)
 
     def _put_many(self, pairs: list[tuple[bytes, bytes]], append: bool = False) -> None:
         txn = self._txn or self._begin()
@@ -827,9 +905,11 @@ def _slices(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
 
 
 def _binary_parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(data bytes, int64 offsets) of a freshly built binary array (offset 0, no nulls)."""
+    """(data bytes, int64 offsets) of a freshly built (large) binary array (offset 0, no
+    nulls)."""
     buffers = array.buffers()
-    offsets = np.frombuffer(buffers[1], dtype=np.int32)[: len(array) + 1].astype(np.int64)
+    width = np.int64 if array.type == pa.large_binary() else np.int32
+    offsets = np.frombuffer(buffers[1], dtype=width)[: len(array) + 1].astype(np.int64)
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else None
     return (data if data is not None else np.zeros(0, dtype=np.uint8)), offsets
 
