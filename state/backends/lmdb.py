@@ -791,8 +791,8 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         not fit LMDB nodes."""
         from .lmdb_pages import PAGE_SIZE, Unfit, write_environment
 
-        keys = pa.concat_arrays([k.cast(pa.large_binary()) for k, _ in chunks])
-        values = pa.concat_arrays([v.cast(pa.large_binary()) for _, v in chunks])
+        keys = _concat_binary([k for k, _ in chunks])
+        values = _concat_binary([v for _, v in chunks])
         if not _ascending(keys):
             # Several states (or streams): each stream is in storage-key order, so a stable
             # sort by key group and state id (the first 4 bytes) puts all rows in order.
@@ -912,6 +912,14 @@ def _binary_parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.frombuffer(buffers[1], dtype=width)[: len(array) + 1].astype(np.int64)
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else None
     return (data if data is not None else np.zeros(0, dtype=np.uint8)), offsets
+
+
+def _concat_binary(arrays: list[pa.Array]) -> pa.Array:
+    """One binary array of ``arrays``; large binary only past 32-bit offsets."""
+    total = sum(a.buffers()[2].size if a.buffers()[2] is not None else 0 for a in arrays)
+    if total >= 1 << 31:
+        arrays = [a.cast(pa.large_binary()) for a in arrays]
+    return pa.concat_arrays(arrays)
 
 
 def _ascending(keys: pa.Array) -> bool:

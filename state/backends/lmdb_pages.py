@@ -108,13 +108,25 @@ def _lengths(array: pa.Array) -> np.ndarray:
     return np.diff(_offsets(array))
 
 
+def _uniform_width(array: pa.Array) -> int | None:
+    """The size of every value of a binary array when they all have one, else None."""
+    width = np.int64 if array.type == pa.large_binary() else np.int32
+    raw = np.frombuffer(array.buffers()[1], dtype=width)[
+        array.offset : array.offset + len(array) + 1
+    ]
+    sizes = np.diff(raw)
+    return int(sizes[0]) if (sizes == sizes[0]).all() else None
+
+
 def _data(array: pa.Array) -> np.ndarray:
     """The bytes of all values of a binary array, back to back."""
-    offsets = _offsets(array)
+    width = np.int64 if array.type == pa.large_binary() else np.int32
+    raw = np.frombuffer(array.buffers()[1], dtype=width)
+    first, last = int(raw[array.offset]), int(raw[array.offset + len(array)])
     buffer = array.buffers()[2]
     if buffer is None:
         return np.zeros(0, dtype=np.uint8)
-    return np.frombuffer(buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return np.frombuffer(buffer, dtype=np.uint8)[first:last]
 
 
 def _u16_columns(*columns: np.ndarray) -> pa.Array:
@@ -259,14 +271,16 @@ def _write_tree(keys: pa.Array, values: pa.Array, out: _PageFile, node_flags: in
     db.entries = n
     if not n:
         return db
-    key_sizes = _lengths(keys)
-    value_sizes = _lengths(values)
-    if int((_NODE + key_sizes + value_sizes).max()) > _NODE_MAX:
-        raise Unfit("a row is too large for one LMDB node (it needs overflow pages)")
-    if (key_sizes == key_sizes[0]).all() and (value_sizes == value_sizes[0]).all():
-        k, v = int(key_sizes[0]), int(value_sizes[0])
-        starts, pgno = _fixed_leaf_pages(keys, values, k, v, node_flags, out)
+    key_size, value_size = _uniform_width(keys), _uniform_width(values)
+    if key_size is not None and value_size is not None:
+        if _NODE + key_size + value_size > _NODE_MAX:
+            raise Unfit("a row is too large for one LMDB node (it needs overflow pages)")
+        starts, pgno = _fixed_leaf_pages(keys, values, key_size, value_size, node_flags, out)
     else:
+        key_sizes = _lengths(keys)
+        value_sizes = _lengths(values)
+        if int((_NODE + key_sizes + value_sizes).max()) > _NODE_MAX:
+            raise Unfit("a row is too large for one LMDB node (it needs overflow pages)")
         headers = _u16_columns(
             value_sizes & 0xFFFF, value_sizes >> 16, np.full(n, node_flags), key_sizes
         )
