@@ -42,6 +42,7 @@ writes made after that point are invisible to it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -827,6 +828,12 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
                 size = write_environment(scratch, databases, map_size)
             except Unfit:
                 os.unlink(scratch)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(scratch)
+                raise StateBackendError(
+                    f"cannot write restored keyed state into {self.directory}: {exc}"
+                ) from exc
             else:
                 self._reopen_with(scratch, data, size)
                 return
