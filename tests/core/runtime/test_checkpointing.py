@@ -417,6 +417,11 @@ def test_a_restart_skips_a_damaged_newest_checkpoint_for_the_previous_one(tmp_pa
             f"state.checkpoints.dir={checkpoints}",
             "-D",
             "state.checkpoints.num-retained=2",
+            # The damaged checkpoint must stay the newest. Without a pause the next one is
+            # triggered as this one completes, and subtask 0 may ack it before it reads the
+            # completion notice (which damages the files and kills it).
+            "-D",
+            "execution.checkpointing.min-pause=100",
             "-D",
             "restart-strategy=fixed-delay",
             "-D",
