@@ -30,7 +30,6 @@ from __future__ import annotations
 import mmap
 import os
 import re
-from collections import deque
 from collections.abc import Iterable
 
 import psutil
@@ -106,15 +105,24 @@ class LocalBufferPool:
     The set of buffer indices is fixed when the job is deployed, so the pool is
     plain process-local bookkeeping: the receiver hands a buffer back with a
     RECYCLE doorbell message and the owner puts the index back here.
+
+    Free buffers are a stack: :meth:`request` returns the buffer recycled last.
+    Why: a consumer that keeps up returns each buffer soon after it got it, so
+    the producer cycles through the two or three buffers it needs instead of
+    all of them -- its copies then go to memory still in its CPU cache (a 1 MiB
+    copy into one of two alternating buffers takes ~45 us on the benchmark
+    machine, into ten in turn ~50-60 us), and the buffers a channel never needs
+    are never touched, so their pages are never allocated. Initially the
+    lowest index comes first.
     """
 
     def __init__(self, indices: Iterable[int]) -> None:
-        self._free: deque[int] = deque(indices)
+        self._free: list[int] = list(indices)[::-1]
         self.size = len(self._free)
 
     def request(self) -> int | None:
-        """A free buffer index, or None when every buffer is in use."""
-        return self._free.popleft() if self._free else None
+        """The free buffer recycled last, or None when every buffer is in use."""
+        return self._free.pop() if self._free else None
 
     def recycle(self, index: int) -> None:
         self._free.append(index)
