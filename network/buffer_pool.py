@@ -117,10 +117,8 @@ class LocalBufferPool:
     Why: a consumer that keeps up returns each buffer soon after it got it, so
     the producer cycles through the two or three buffers it needs instead of
     all of them -- its copies then go to memory still in its CPU cache (a 1 MiB
-    copy into one of two alternating buffers takes ~45 us on the benchmark
-    machine, into ten in turn ~50-60 us), and the buffers a channel never needs
-    are never touched, so their pages are never allocated. Initially the
-    lowest index comes first.
+    copy into one of two alternating buffers took 44 us on the benchmark
+    machine, into ten in turn 50 us). Initially the lowest index comes first.
     """
 
     def __init__(self, indices: Iterable[int]) -> None:
