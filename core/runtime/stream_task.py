@@ -395,7 +395,7 @@ class StreamTask:
         if extra:
             fds.extend(extra)
         try:
-            ready, _, _ = select.select(fds, [], [], timeout)
+            ready = self.net.wait(fds, timeout)  # naps while doorbell messages stream in
         except InterruptedError:
             return
         if self.control.fileno() in ready:
