@@ -259,11 +259,104 @@ def _state_type(type_info: Any) -> Any:
     return type_info if type_info is not None else Types.PICKLED_BYTE_ARRAY()
 
 
-class ReduceOperator(KeyedOperator):
+class _StateView:
+    """The dict interface of :class:`KeyedValueCache` over the backend, key by key.
+
+    For batches whose keys cannot share a dict (see ``keyed_value_cache``): the same fold
+    then reads and writes each record's key in the backend, with that key as current key.
+    """
+
+    __slots__ = ("_set_key", "_value", "_update")
+
+    def __init__(self, backend: Any, state: Any) -> None:
+        self._set_key = backend.set_current_key
+        self._value = state.value
+        self._update = state.update
+
+    def get(self, key: Any) -> Any:
+        self._set_key(key)
+        return self._value()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._set_key(key)
+        self._update(value)
+
+
+class _RunningValueOperator(KeyedOperator):
+    """Base of the built-in rolling aggregations: one running value per key (a ValueState).
+
+    Their per-record work cannot touch keyed state, so a batch runs against the dict of a
+    :class:`KeyedValueCache`: no backend access per record, and per batch only for the keys
+    entering the cache. The cache is written back before every snapshot of this operator
+    and at the end of the input.
+    """
+
+    _state: Any = None
+    _cache: Any = None
+
+    def _open_state(self, name: str, type_info: Any) -> None:
+        from flowrun.state.descriptors import ValueStateDescriptor
+
+        from .keyed_value_cache import KeyedValueCache
+
+        self._state = self.backend.get_state(ValueStateDescriptor(name, _state_type(type_info)))
+        self._cache = KeyedValueCache(self.backend, self._state, self.ctx.max_parallelism)
+
+    def _fold(self, keys: list, records: list, values: Any, out: list) -> None:
+        """Fold the batch into ``values`` (``get``/``[key] =``), appending each output."""
+        raise NotImplementedError
+
+    def process(self, records: list, input_index: int = 0) -> None:
+        it = iter(records)
+        try:
+            keys = list(map(self._key_fns[0], it))
+        except Exception as exc:
+            raise self.fail(_failed_record(records, it), exc) from exc
+        cache = self._cache
+        try:
+            values = cache.values_for(keys)
+        except TypeError as exc:  # UnhashableKeyError: find the record for the message
+            bad = next((r for r, k in zip(records, keys, strict=True) if _bad_key(k)), None)
+            raise self.fail(bad, exc) from exc
+        except Exception as exc:
+            raise self.fail(None, exc) from exc
+        out: list = []
+        backend = self.backend
+        backend.begin_batch()
+        try:
+            self._fold(
+                keys, records, _StateView(backend, self._state) if values is None else values, out
+            )
+        finally:
+            backend.end_batch()
+        if values is not None:
+            cache.batch_done()
+        self.output.emit(out)
+
+    def prepare_snapshot(self, checkpoint_id: int, timestamp: int) -> None:
+        self._write_back()
+        super().prepare_snapshot(checkpoint_id, timestamp)
+
+    def end_input(self) -> None:
+        self._write_back()
+        super().end_input()
+
+    def _write_back(self) -> None:
+        if self._cache is None:
+            return
+        try:
+            self._cache.flush()
+        except Exception as exc:
+            raise self.fail(None, exc) from exc
+
+
+class ReduceOperator(_RunningValueOperator):
     """Rolling keyed reduce: emits the new aggregate after every record (STREAMING).
 
     The running value of each key is a ValueState, so it lives in the configured state
-    backend (LMDB by default) like any user state.
+    backend (LMDB by default) like any user state; a plain callable works through the
+    operator's :class:`KeyedValueCache` of it, a ReduceFunction (which may use keyed state
+    itself) per record with its key as current key.
     """
 
     def __init__(self, name: str, function: Any, key_selector: Any, type_info: Any = None) -> None:
@@ -271,43 +364,33 @@ class ReduceOperator(KeyedOperator):
         self.type_info = type_info
 
     def open(self) -> None:
-        from flowrun.state.descriptors import ValueStateDescriptor
-
         from ..functions import as_reduce_fn
 
         super().open()
         self._fn = as_reduce_fn(self.function)
-        self._state = self.backend.get_state(
-            ValueStateDescriptor("_reduce", _state_type(self.type_info))
-        )
+        self._open_state("_reduce", self.type_info)
+        if isinstance(self.function, Function):
+            self._cache = None
 
     def process(self, records: list, input_index: int = 0) -> None:
-        keys, groups = self._keys(records)
-        if isinstance(self.function, Function):
+        if self._cache is None:
+            keys, groups = self._keys(records)
             self._process_rich(keys, groups, records)
-            return
-        # A plain callable cannot reach keyed state, so the batch can run against a local
-        # dict: one state read and one write per *distinct* key instead of per record.
-        fn = self._fn
-        out: list = []
-        append = out.append
+        else:
+            super().process(records, input_index)
+
+    def _fold(self, keys: list, records: list, values: Any, out: list) -> None:
+        fn, get, append = self._fn, values.get, out.append
         record = None
-        self.backend.begin_batch()
         try:
-            current = self._read_batch(self._state, keys, groups)
-            get = current.get
             for key, record in zip(keys, records, strict=True):
                 value = get(key)
                 if value is not None:
                     record = fn(value, record)
-                current[key] = record
+                values[key] = record
                 append(record)
-            self._write_batch(self._state, current)
         except Exception as exc:
             raise self.fail(record, exc) from exc
-        finally:
-            self.backend.end_batch()
-        self.output.emit(out)
 
     def _process_rich(self, keys: list, groups: list, records: list) -> None:
         """A ReduceFunction instance may use keyed state itself: set the key per record."""
@@ -360,12 +443,13 @@ def _replace_field(record: Any, position: int | str, value: Any) -> Any:
     return value
 
 
-class AggregationOperator(KeyedOperator):
+class AggregationOperator(_RunningValueOperator):
     """``KeyedStream.sum/min/max/min_by/max_by`` with PyFlink's semantics.
 
     sum/min/max keep the other fields of the first record of the key; min_by /
     max_by emit the whole record holding the extreme value, the earlier one on
-    ties. The running record of each key is a ValueState.
+    ties. The running record of each key is a ValueState (through the operator's
+    :class:`KeyedValueCache`).
     """
 
     def __init__(
@@ -377,12 +461,8 @@ class AggregationOperator(KeyedOperator):
         self.type_info = type_info
 
     def open(self) -> None:
-        from flowrun.state.descriptors import ValueStateDescriptor
-
         super().open()
-        self._state = self.backend.get_state(
-            ValueStateDescriptor(f"_{self.kind}", _state_type(self.type_info))
-        )
+        self._open_state(f"_{self.kind}", self.type_info)
 
     def _field(self, record: Any) -> Any:
         if isinstance(record, (str, bytes)) or not hasattr(record, "__getitem__"):
@@ -394,15 +474,11 @@ class AggregationOperator(KeyedOperator):
             return record
         return record[self.position]
 
-    def process(self, records: list, input_index: int = 0) -> None:
-        keys, groups = self._keys(records)
+    def _fold(self, keys: list, records: list, values: Any, out: list) -> None:
         kind, field_of = self.kind, self._field
-        out: list = []
+        get = values.get
         record = None
-        self.backend.begin_batch()
         try:
-            values = self._read_batch(self._state, keys, groups)
-            get = values.get
             for key, record in zip(keys, records, strict=True):
                 field = field_of(record)
                 current = get(key)
@@ -426,9 +502,5 @@ class AggregationOperator(KeyedOperator):
                     value = record if field > field_of(current) else current
                 values[key] = value
                 out.append(value)
-            self._write_batch(self._state, values)
         except Exception as exc:
             raise self.fail(record, exc) from exc
-        finally:
-            self.backend.end_batch()
-        self.output.emit(out)

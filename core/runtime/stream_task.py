@@ -11,6 +11,7 @@ a consumer recycles a buffer.
 from __future__ import annotations
 
 import copy
+import gc
 import os
 import select
 import signal
@@ -645,7 +646,12 @@ class StreamTask:
                 self._fire_timers()
             if n:
                 before = sum(w.bytes_out for w in writers)
-                emit(records)
+                resume_gc = _pause_collector()
+                try:
+                    emit(records)
+                finally:
+                    if resume_gc:
+                        gc.enable()
                 produced = sum(w.bytes_out for w in writers) - before
                 bytes_per_record = produced / n
                 if produced > _STEP_BYTES:
@@ -748,6 +754,9 @@ class StreamTask:
                 # the chain runs once per mini-batch; decoded records are copies, so each
                 # buffer is recycled at once. Arrow batches are zero-copy views of the
                 # buffer: they are processed before their buffer is recycled.
+                # The mini-batch runs with the collector paused (see _pause_collector); an
+                # exception from it ends the subtask, so the resume needs no finally.
+                resume_gc = _pause_collector()
                 pending: list = []
                 events: list = []
                 copy = copy_input[gate_index]
@@ -799,6 +808,9 @@ class StreamTask:
                         mini_batch = self._process_in_slices(
                             pending, gate_index, input_index, mini_batch
                         )
+                del pending
+                if resume_gc:
+                    gc.enable()
                 if events and barriers is not None:
                     # Records before the barrier are processed: now it may complete.
                     for channel, barrier in events:
@@ -1038,6 +1050,23 @@ def run_subtask(fds: list[int], spec_bytes: bytes, info: TaskInfo) -> int:
             sys.stdout.flush()
         except Exception:
             pass
+
+
+def _pause_collector() -> bool:
+    """Pause the cyclic GC for one step of the task; True if it ran (the caller resumes it).
+
+    Why: a step (a source poll, or an input mini-batch) allocates containers per record --
+    decoded tuples, the user's results, lists -- and most die before the step ends. With the
+    collector running, every 700 allocations start a young collection that walks all live
+    young objects; paused, the objects that died are never visited and the survivors once,
+    at the first collection after the step (tuples of atomic values are untracked there).
+    Measured on the word-count reducer: ~20% of its CPU. Steps are bounded (32k input
+    records, ~1 MiB of source output), so cyclic garbage waits for one step at most.
+    """
+    if gc.isenabled():
+        gc.disable()
+        return True
+    return False
 
 
 def _released(views: list) -> bool:

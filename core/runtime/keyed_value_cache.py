@@ -1,0 +1,129 @@
+"""A bounded write-back cache of one ValueState, for built-in keyed aggregations.
+
+Why: a rolling reduce or sum reads and writes the running value of every key a batch
+touches. Going to the keyed backend for each batch costs a lookup and a write per distinct
+key -- on LMDB a B-tree search, a decode, an encode and a put, several times the cost of the
+user's reduce function -- and on skewed streams (word counts are Zipf-distributed) the hot
+keys are touched by almost every batch. The cache keeps the running values of recently used
+keys as Python objects in one dict, which the operator's per-record loop uses directly:
+
+* a key is read from the backend once, when it enters the cache (its key group is computed
+  then, vectorised, for the keys entering only);
+* values are written back when a checkpoint or savepoint is taken (the operator's
+  ``prepare_snapshot``, which runs before its keyed backend is snapshotted), at the end of
+  the input, and when the cache outgrows its bound (then it is also emptied).
+
+So every snapshot holds exactly the state it held without the cache (restores at any
+parallelism and on either backend are unchanged), memory stays bounded, and state beyond the
+bound lives in the backend (on disk with LMDB). Between snapshots the backend lags the cache;
+only the operator that owns the state reads it, so nothing can observe that.
+
+A Python dict can stand for keyed state only where Python's equality is the state's key
+equality. It is for ``str``, ``bytes``, ``int``, None and tuples of these (exact types);
+it is not for floats (``-0.0 == 0.0``, NaN), bools (``True == 1``) and others, which are
+different state keys that a dict would merge. :meth:`KeyedValueCache.values_for` therefore
+checks the types of a batch's keys (C-level passes) and refuses batches with any other key;
+the operator then runs that batch per record against the backend, after a write-back.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+from typing import Any
+
+from flowrun.state.key_groups import assign_key_groups
+
+__all__ = ["CACHE_CAPACITY", "KeyedValueCache"]
+
+CACHE_CAPACITY = 1 << 16
+"""Keys whose running values the cache holds at most (beyond it: write back and empty)."""
+
+_NONE = type(None)
+_PLAIN_KEYS = frozenset({str, bytes, int, _NONE})
+_TUPLE = frozenset({tuple})
+
+
+def _dict_safe(keys: list) -> bool:
+    """Whether ``keys`` may share one dict with state-key semantics (see module doc).
+
+    Checks every key, not the distinct ones: ``{1, True}`` is a one-element set.
+    """
+    kinds = set(map(type, keys))
+    if kinds <= _PLAIN_KEYS:
+        return True
+    if kinds != _TUPLE:
+        return False
+    return set(map(type, chain.from_iterable(keys))) <= _PLAIN_KEYS
+
+
+class KeyedValueCache:
+    """Running values of one ValueState of one operator subtask (see the module doc)."""
+
+    def __init__(
+        self, backend: Any, state: Any, max_parallelism: int, capacity: int | None = None
+    ) -> None:
+        self.backend = backend
+        self.state = state
+        self.max_parallelism = max_parallelism
+        self.capacity = CACHE_CAPACITY if capacity is None else capacity
+        #: key -> running value; keys the backend has no value for are absent until written
+        self.values: dict = {}
+        self._dirty: set = set()
+        self._batch: set = set()
+
+    def values_for(self, keys: list) -> dict | None:
+        """The cache's dict, holding the value of every key of ``keys`` that has one.
+
+        The caller stores each key's new value in it and then calls :meth:`batch_done`.
+        None: some key cannot live in a dict; the cache has been written back and emptied,
+        so the caller may run the batch against the backend itself.
+        Raises what the backend raises for a key outside its key-group range, and
+        :class:`~flowrun.state.key_groups.UnhashableKeyError` for a key without a hash.
+        """
+        if not _dict_safe(keys):
+            self.flush()
+            self.values.clear()
+            return None
+        values = self.values
+        distinct = set(keys)
+        missing = distinct.difference(values)
+        if missing:
+            self._load(list(missing))
+        self._batch = distinct
+        return values
+
+    def batch_done(self) -> None:
+        """The batch's new values are stored: mark its keys for write-back, keep the bound."""
+        self._dirty |= self._batch
+        self._batch = set()
+        if len(self.values) > self.capacity:
+            self.flush()
+            self.values.clear()
+
+    def _load(self, keys: list) -> None:
+        groups = assign_key_groups(keys, self.max_parallelism).tolist()
+        backend = self.backend
+        backend.begin_batch()
+        try:
+            self.values.update(
+                backend.read_values(self.state, dict(zip(keys, groups, strict=True)))
+            )
+        finally:
+            backend.end_batch()
+
+    def flush(self) -> None:
+        """Write every value changed since the last write-back into the backend."""
+        if not self._dirty:
+            return
+        keys = list(self._dirty)
+        groups = assign_key_groups(keys, self.max_parallelism).tolist()
+        values = self.values
+        backend = self.backend
+        backend.begin_batch()
+        try:
+            backend.write_values(
+                self.state, {key: values[key] for key in keys}, dict(zip(keys, groups, strict=True))
+            )
+        finally:
+            backend.end_batch()
+        self._dirty = set()
