@@ -47,8 +47,10 @@ import json
 import os
 import re
 import shutil
+import struct
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from itertools import repeat
 from typing import Any
 
 import lmdb
@@ -95,6 +97,7 @@ _MAX_KEY_BYTES = 511 - _HEADER - _SEQ_BYTES  # LMDB's key limit, less header and
 _KG_BYTES = tuple(kg.to_bytes(2, "big") for kg in range(1 << 15))
 _SIZE_BYTES = tuple(n.to_bytes(2, "big") for n in range(_MAX_KEY_BYTES + 1))
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_JUST_INT = {int}
 
 
 class EmbeddedLmdbStateBackend(StateBackend):
@@ -203,6 +206,8 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         self._kg_end = key_group_range.end
         self._serialize_key = self.key_serializer.serialize
         self._klp_cache: dict[str, bytes] = {}
+        layout = self.key_serializer.int_layout
+        self._int_keys = None if layout is None else _IntKeys(*layout)
         self.grow_count = 0
         self._env = self._open_env(map_size)
         self._db = self._env.open_db(_STATE_DB)
@@ -459,31 +464,67 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
             key_group = assign_to_key_group(key, self.max_parallelism)
         if not self._kg_start <= key_group <= self._kg_end:
             self._key_group_of(key, key_group)  # raises with the full explanation
-        # str keys repeat across records: remember their encoding (only exact str, so
-        # that keys equal in Python but different in type never share an entry)
-        klp = self._klp_cache.get(key) if type(key) is str else None
-        if klp is None:
-            try:
-                data = self._serialize_key(key)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(
-                    f"key {key!r} does not match the key type "
-                    f"{self.key_type_repr or '<undeclared>'} of operator {self.operator_id!r}: "
-                    f"{exc}"
-                ) from exc
-            size = len(data)
-            if size > _MAX_KEY_BYTES:
-                raise self._too_long(b"\x00" * (size + _HEADER))
-            klp = _SIZE_BYTES[size] + data
-            if type(key) is str:
-                cache = self._klp_cache
-                if len(cache) >= _KEY_CACHE_SIZE:
-                    cache.clear()
-                cache[key] = klp
         self._current_key = key
         self._current_key_group = key_group
         self._kg2 = _KG_BYTES[key_group]
-        self._klp = klp
+        self._klp = self._klp_of(key)
+
+    def prepare_keys(self, keys: list, key_groups: list) -> Iterable[bytes] | None:
+        """The keys' length-prefixed bytes (the storage key after key group and state id).
+
+        A batch of exact ints that the key format holds is encoded lazily, one ``struct``
+        call per key as the records are processed: the batch may hold 10^5 records, and a
+        list of their encoded keys would be as large again as the replay log.
+        """
+        if not keys:
+            return ()
+        if min(key_groups) < self._kg_start or max(key_groups) > self._kg_end:
+            return None
+        int_keys = self._int_keys
+        if (
+            int_keys is not None
+            and set(map(type, keys)) == _JUST_INT
+            and int_keys.low <= min(keys)
+            and max(keys) <= int_keys.high
+        ):
+            return map(int_keys.pack, int_keys.sizes, int_keys.prefixes, keys)
+        try:
+            return list(map(self._klp_of, keys))
+        except (TypeError, StateBackendError):
+            return None  # set_current_key raises it again, at the record with the key
+
+    def set_prepared_key(self, key: Any, key_group: int, token: Any) -> None:
+        self._current_key = key
+        self._current_key_group = key_group
+        self._kg2 = _KG_BYTES[key_group]
+        self._klp = token
+
+    def _klp_of(self, key: Any) -> bytes:
+        """``len(key bytes)`` (2 bytes) + the key bytes: the key's part of a storage key."""
+        # str keys repeat across records: remember their encoding (only exact str, so
+        # that keys equal in Python but different in type never share an entry)
+        if type(key) is str:
+            klp = self._klp_cache.get(key)
+            if klp is not None:
+                return klp
+        try:
+            data = self._serialize_key(key)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"key {key!r} does not match the key type "
+                f"{self.key_type_repr or '<undeclared>'} of operator {self.operator_id!r}: "
+                f"{exc}"
+            ) from exc
+        size = len(data)
+        if size > _MAX_KEY_BYTES:
+            raise self._too_long(b"\x00" * (size + _HEADER))
+        klp = _SIZE_BYTES[size] + data
+        if type(key) is str:
+            cache = self._klp_cache
+            if len(cache) >= _KEY_CACHE_SIZE:
+                cache.clear()
+            cache[key] = klp
+        return klp
 
     # -- bulk access -------------------------------------------------------------------
 
@@ -800,6 +841,25 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
                 shutil.rmtree(self.directory, ignore_errors=True)
                 if self._remove_parent is not None:
                     shutil.rmtree(self._remove_parent, ignore_errors=True)
+
+
+class _IntKeys:
+    """Encodes exact int keys to their length-prefixed bytes with one ``struct`` call each.
+
+    ``prefix`` and ``fmt`` are the key serializer's ``int_layout``: its bytes of an int are
+    ``prefix + struct.pack(fmt, key)`` for ``low <= key <= high``.
+    """
+
+    __slots__ = ("pack", "sizes", "prefixes", "low", "high")
+
+    def __init__(self, prefix: bytes, fmt: str) -> None:
+        code = fmt.lstrip("<>!=@")
+        self.pack = struct.Struct(f">H{len(prefix)}s{code}").pack
+        self.sizes = repeat(len(prefix) + struct.calcsize(fmt))
+        self.prefixes = repeat(prefix)
+        bits = 8 * struct.calcsize(fmt)
+        self.low = -(1 << (bits - 1)) if code.islower() else 0
+        self.high = (1 << (bits - 1)) - 1 if code.islower() else (1 << bits) - 1
 
 
 def _slices(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
