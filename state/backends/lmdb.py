@@ -84,6 +84,7 @@ DEFAULT_MAP_SIZE = 32 << 20
 _MAX_GROWTH_STEP = 4 << 30  # beyond this, grow linearly: doubling 64 GiB would reserve 64 more
 _KEY_CACHE_SIZE = 65_536  # encoded str keys remembered by set_current_key
 _MAX_TXN_WRITES = 100_000  # commit mid-batch after this many writes: bounds the replay log
+_MAX_LOG = 2 * _MAX_TXN_WRITES  # two log entries per write
 _FORMAT = b"flowrun-lmdb-keyed-state/1"
 _STATE_DB = b"flowrun-state"
 _META_DB = b"flowrun-meta"
@@ -191,7 +192,10 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         self.keep_on_close = keep_on_close
         self._remove_parent = remove_parent
         self._txn: lmdb.Transaction | None = None
-        self._log: list[tuple[bytes, Any]] = []
+        self._cur: lmdb.Cursor | None = None  # the write transaction's cursor (point ops)
+        # replay log of the open transaction, flat: key, value, key, value... (no tuple per
+        # write, so nothing in it is tracked by the cyclic GC)
+        self._log: list[Any] = []
         self._depth = 0
         self._seq = 0
         self._sids: dict[str, bytes] = {}
@@ -200,7 +204,6 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         self._sweep_every = 0
         self._sweep_count = 0
         self._sweep_from = b""
-        self._kg2 = b"\x00\x00"
         self._klp = b""
         self._kg_start = key_group_range.start
         self._kg_end = key_group_range.end
@@ -327,7 +330,18 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
     def _begin(self) -> lmdb.Transaction:
         self._check_open()
         txn = self._txn = self._env.begin(write=True, db=self._db)
+        self._cur = txn.cursor()
         return txn
+
+    def _cursor(self) -> lmdb.Cursor:
+        """The write transaction's cursor, for point reads and writes (begun if need be).
+
+        Why a cursor: a put right after a get of the same key finds the cursor on the right
+        leaf page already, where ``txn.put`` would search the B+tree from its root again.
+        """
+        if self._txn is None:
+            self._begin()
+        return self._cur  # type: ignore[return-value]
 
     def begin_batch(self) -> None:
         self._depth += 1
@@ -339,15 +353,15 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
             self._commit()
 
     def _put(self, key: bytes, value: bytes) -> None:
-        txn = self._txn or self._begin()
         try:
-            txn.put(key, value)
+            (self._cur or self._cursor()).put(key, value)
         except lmdb.Error as exc:
             self._put_retry(key, value, exc)
             return
         log = self._log
-        log.append((key, value))
-        if len(log) >= _MAX_TXN_WRITES:
+        log.append(key)
+        log.append(value)
+        if len(log) >= _MAX_LOG:
             self._commit()
 
     def _put_retry(self, key: bytes, value: bytes, exc: lmdb.Error) -> None:
@@ -368,7 +382,7 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
             return self._delete(key)
         except lmdb.BadValsizeError:
             return  # too long to have been stored
-        self._log.append((key, None))
+        self._log += (key, None)
 
     def _delete_prefix(self, prefix: bytes) -> None:
         txn = self._txn or self._begin()
@@ -377,7 +391,7 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         except lmdb.MapFullError:
             self._grow()
             return self._delete_prefix(prefix)
-        self._log.append((prefix, _RANGE))
+        self._log += (prefix, _RANGE)
 
     def _commit(self) -> None:
         txn = self._txn
@@ -386,22 +400,22 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         try:
             txn.commit()
         except lmdb.MapFullError:
-            self._txn = None  # a failed commit has aborted the transaction
+            self._txn = self._cur = None  # a failed commit has aborted the transaction
             self._grow()
             self._commit()
             return
         except lmdb.Error as exc:
-            self._txn = None
+            self._txn = self._cur = None
             self._log.clear()
             raise StateBackendError(
                 f"cannot commit keyed state in {self.directory}: {exc}; the writes of the "
                 f"current batch are lost, state committed before is intact"
             ) from exc
-        self._txn = None
+        self._txn = self._cur = None
         self._log.clear()
 
     def _abort(self) -> None:
-        txn, self._txn = self._txn, None
+        txn, self._txn, self._cur = self._txn, None, None
         if txn is not None:
             try:
                 txn.abort()
@@ -423,8 +437,9 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         self._env.set_mapsize(new_size)
         self.grow_count += 1
         txn = self._begin()
+        log = self._log
         try:
-            for key, value in self._log:
+            for key, value in zip(log[::2], log[1::2], strict=True):
                 if value is None:
                     txn.delete(key)
                 elif value is _RANGE:
@@ -455,7 +470,7 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         except lmdb.MapFullError:
             self._grow()
             return self._put_meta(key, value)
-        self._log.append((key, _Meta(value)))
+        self._log += (key, _Meta(value))
 
     # -- current key -------------------------------------------------------------------
 
@@ -466,7 +481,6 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
             self._key_group_of(key, key_group)  # raises with the full explanation
         self._current_key = key
         self._current_key_group = key_group
-        self._kg2 = _KG_BYTES[key_group]
         self._klp = self._klp_of(key)
 
     def prepare_keys(self, keys: list, key_groups: list) -> Iterable[bytes] | None:
@@ -496,7 +510,6 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
     def set_prepared_key(self, key: Any, key_group: int, token: Any) -> None:
         self._current_key = key
         self._current_key_group = key_group
-        self._kg2 = _KG_BYTES[key_group]
         self._klp = token
 
     def _klp_of(self, key: Any) -> bytes:
@@ -585,8 +598,8 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         except lmdb.Error as exc:
             raise StateBackendError(f"keyed state write failed in {self.directory}: {exc}") from exc
         log = self._log
-        log.extend(items)
-        if len(log) >= _MAX_TXN_WRITES:
+        log += (b"", _Many(items))
+        if len(log) >= _MAX_LOG:
             self._commit()
 
     # -- state objects -----------------------------------------------------------------
@@ -816,7 +829,7 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
             return
         except lmdb.BadValsizeError as exc:
             raise self._too_long(max((k for k, _ in pairs), key=len)) from exc
-        self._log.append((b"", _Many(pairs)))
+        self._log += (b"", _Many(pairs))
         self._commit()  # one chunk per transaction keeps the replay log small
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -1102,10 +1115,15 @@ class _LmdbState:
         self._return_expired = (
             ttl is not None and ttl.visibility.name == "ReturnExpiredIfNotCleanedUp"
         )
+        # key group + state id of every key group of the backend, indexed by key group: a
+        # storage key is then one index and one concatenation
+        start, end = backend._kg_start, backend._kg_end
+        self._prefixes: list[bytes | None] = [None] * start
+        self._prefixes += [kg2 + sid for kg2 in _KG_BYTES[start : end + 1]]
 
     def _key(self) -> bytes:
         b = self._b
-        return b._kg2 + self._sid + b._klp
+        return self._prefixes[b._current_key_group] + b._klp  # type: ignore[operator]
 
     def _encode(self, value: Any) -> bytes:
         try:
@@ -1117,8 +1135,7 @@ class _LmdbState:
 
     def _get(self, key: bytes) -> bytes | None:
         b = self._b
-        txn = b._txn or b._begin()
-        return txn.get(key)
+        return (b._cur or b._cursor()).get(key)
 
     def _scan(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """All (storage key, value) pairs under ``prefix``, materialized (callers mutate)."""
@@ -1149,33 +1166,64 @@ class _LmdbState:
 
 
 class LmdbValueState(_LmdbState, ValueState):
+    """The per-record hot path: one cursor get in ``value()``, one cursor put in ``update()``.
+
+    Values of BYTE/SHORT/INT/LONG are packed and unpacked with their ``struct`` directly (the
+    serializer's ``int_layout``); anything else, and any value the struct refuses, goes
+    through the serializer, which decides and explains.
+    """
+
+    def __init__(self, backend: LmdbKeyedStateBackend, spec: StateSpec, sid: bytes) -> None:
+        super().__init__(backend, spec, sid)
+        layout = spec.value_serializer.int_layout  # type: ignore[union-attr]
+        if layout is not None and not layout[0]:
+            packer = struct.Struct(layout[1])
+            self._pack: Callable[[int], bytes] | None = packer.pack
+            self._unpack: Callable[[bytes], tuple] | None = packer.unpack
+        else:
+            self._pack = self._unpack = None
+
     def value(self) -> Any:
         b = self._b
-        txn = b._txn or b._begin()
-        data = txn.get(b._kg2 + self._sid + b._klp)
-        return None if data is None else self._deserialize(data)
+        data = (b._cur or b._cursor()).get(self._prefixes[b._current_key_group] + b._klp)
+        if data is None:
+            return None
+        unpack = self._unpack
+        if unpack is not None:
+            try:
+                return unpack(data)[0]
+            except struct.error:
+                pass  # malformed: the serializer raises the explanation
+        return self._deserialize(data)
 
     def update(self, value: Any) -> None:
         b = self._b
-        if value is None:
-            b._delete(b._kg2 + self._sid + b._klp)
+        key = self._prefixes[b._current_key_group] + b._klp
+        pack = self._pack
+        if pack is not None and type(value) is int:
+            try:
+                data = pack(value)
+            except struct.error:
+                data = self._encode(value)  # out of range: raises StateTypeError
+        elif value is None:
+            b._delete(key)
             return
+        else:
+            try:
+                data = self._serialize(value)
+            except (TypeError, ValueError) as exc:
+                raise StateTypeError(
+                    self._spec.name, b._current_key, value, self._spec.value_type, exc
+                ) from exc
         try:
-            data = self._serialize(value)
-        except (TypeError, ValueError) as exc:
-            raise StateTypeError(
-                self._spec.name, b._current_key, value, self._spec.value_type, exc
-            ) from exc
-        key = b._kg2 + self._sid + b._klp
-        txn = b._txn or b._begin()
-        try:
-            txn.put(key, data)
+            (b._cur or b._cursor()).put(key, data)
         except lmdb.Error as exc:
             b._put_retry(key, data, exc)
             return
         log = b._log
-        log.append((key, data))
-        if len(log) >= _MAX_TXN_WRITES:
+        log.append(key)
+        log.append(data)
+        if len(log) >= _MAX_LOG:
             b._commit()
 
     def clear(self) -> None:
