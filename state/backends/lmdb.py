@@ -501,7 +501,7 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
             and int_keys.low <= min(keys)
             and max(keys) <= int_keys.high
         ):
-            return map(int_keys.pack, int_keys.sizes, int_keys.prefixes, keys)
+            return map(int_keys.pack, int_keys.heads, keys)
         try:
             return list(map(self._klp_of, keys))
         except (TypeError, StateBackendError):
@@ -860,16 +860,17 @@ class _IntKeys:
     """Encodes exact int keys to their length-prefixed bytes with one ``struct`` call each.
 
     ``prefix`` and ``fmt`` are the key serializer's ``int_layout``: its bytes of an int are
-    ``prefix + struct.pack(fmt, key)`` for ``low <= key <= high``.
+    ``prefix + struct.pack(fmt, key)`` for ``low <= key <= high``. The length field and the
+    prefix are one constant ``head``.
     """
 
-    __slots__ = ("pack", "sizes", "prefixes", "low", "high")
+    __slots__ = ("pack", "heads", "low", "high")
 
     def __init__(self, prefix: bytes, fmt: str) -> None:
         code = fmt.lstrip("<>!=@")
-        self.pack = struct.Struct(f">H{len(prefix)}s{code}").pack
-        self.sizes = repeat(len(prefix) + struct.calcsize(fmt))
-        self.prefixes = repeat(prefix)
+        head = _SIZE_BYTES[len(prefix) + struct.calcsize(fmt)] + prefix
+        self.pack = struct.Struct(f">{len(head)}s{code}").pack
+        self.heads = repeat(head)
         bits = 8 * struct.calcsize(fmt)
         self.low = -(1 << (bits - 1)) if code.islower() else 0
         self.high = (1 << (bits - 1)) - 1 if code.islower() else (1 << bits) - 1
