@@ -1183,10 +1183,16 @@ class LmdbValueState(_LmdbState, ValueState):
             self._unpack: Callable[[bytes], tuple] | None = packer.unpack
         else:
             self._pack = self._unpack = None
+        # the storage key value() built, for the update() that usually follows: the same
+        # key bytes object (held here, so its identity cannot be reused) means the same key
+        self._klp_seen: bytes | None = None
+        self._key_seen: bytes | None = None
 
     def value(self) -> Any:
         b = self._b
-        data = (b._cur or b._cursor()).get(self._prefixes[b._current_key_group] + b._klp)
+        self._klp_seen = klp = b._klp
+        self._key_seen = key = self._prefixes[b._current_key_group] + klp
+        data = (b._cur or b._cursor()).get(key)
         if data is None:
             return None
         unpack = self._unpack
@@ -1199,7 +1205,11 @@ class LmdbValueState(_LmdbState, ValueState):
 
     def update(self, value: Any) -> None:
         b = self._b
-        key = self._prefixes[b._current_key_group] + b._klp
+        klp = b._klp
+        if klp is self._klp_seen:
+            key = self._key_seen
+        else:
+            key = self._prefixes[b._current_key_group] + klp
         pack = self._pack
         if pack is not None and type(value) is int:
             try:
