@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowrun.state.key_groups import assign_key_groups
+from flowrun.state.key_groups import KeyBatch
 
 from ..functions import Function, TimeDomain
 from .operators import StreamOperator, _emit_results, _failed_record
@@ -60,18 +60,21 @@ class KeyedOperator(StreamOperator):
             self.backend.end_batch()
 
     # -- keys -----------------------------------------------------------------------
-    def _keys(self, records: list, input_index: int = 0) -> tuple[list, list]:
+    def _key_batch(self, records: list, input_index: int = 0) -> KeyBatch:
         it = iter(records)
         try:
             keys = list(map(self._key_fns[input_index], it))
         except Exception as exc:
             raise self.fail(_failed_record(records, it), exc) from exc
         try:
-            groups = assign_key_groups(keys, self.ctx.max_parallelism).tolist()
+            return KeyBatch(keys, self.ctx.max_parallelism)
         except TypeError as exc:  # UnhashableKeyError: find the record for the message
             bad = next((r for r, k in zip(records, keys, strict=True) if _bad_key(k)), None)
             raise self.fail(bad, exc) from exc
-        return keys, groups
+
+    def _keys(self, records: list, input_index: int = 0) -> tuple[list, list]:
+        batch = self._key_batch(records, input_index)
+        return batch.keys, batch.group_list
 
     def _read_batch(self, state: Any, keys: list, groups: list) -> dict:
         """Values of ``state`` for the batch's distinct keys (absent keys are left out).
@@ -100,9 +103,10 @@ class KeyedOperator(StreamOperator):
         per-record call only stores the current key.
         """
         step, ctx = self._steps[input_index], self._ctx
-        keys, groups = self._keys(records, input_index)
+        batch = self._key_batch(records, input_index)
+        keys, groups = batch.keys, batch.group_list
         backend = self.backend
-        tokens = backend.prepare_keys(keys, groups)
+        tokens = backend.prepare_keys(batch)
         if tokens is None:  # a key the batch check refused: the per-record call names it
             set_key, tokens = self._set_key_checked, groups
         else:

@@ -55,7 +55,7 @@ from flowrun.core.typeinfo import (
 )
 
 from ..descriptors import IncompatibleStateError, check_compatible
-from ..key_groups import KeyGroupRange, assign_to_key_group, check_parallelism
+from ..key_groups import KeyBatch, KeyGroupRange, assign_to_key_group, check_parallelism
 from ..serializers import StateTypeError, TypeSerializer, key_serializer_for, serializer_for
 from ..snapshot import KEYED_STATE_KINDS, StateMeta, filter_key_groups, read_stream
 from ..ttl import TtlPolicy, processing_time_ms, ttl_policy_for
@@ -363,27 +363,32 @@ class KeyedStateBackend(ABC):
     def set_current_key(self, key: Any, key_group: int | None = None) -> None:
         """Make ``key`` the key every state object acts on; ``key_group`` if already known."""
 
-    def prepare_keys(self, keys: list, key_groups: list) -> Iterable[Any] | None:
+    def prepare_keys(self, batch: KeyBatch) -> Iterable[Any] | None:
         """Per-record tokens for :meth:`set_prepared_key` (in key order), for a batch of keys.
 
         Why: checking the key groups of a whole batch at once, and encoding its keys in one
         pass, keeps that work out of the per-record call, which then only stores the current
-        key. ``key_groups`` must be the keys' true key groups (the runtime computes them
-        vectorised). None means "use :meth:`set_current_key` per record": a key is outside
-        this backend's range or cannot be encoded, and the per-record call raises the precise
+        key. None means "use :meth:`set_current_key` per record": a key is outside this
+        backend's range or cannot be encoded, and the per-record call raises the precise
         error at the record that has it. This default only checks the range.
         """
-        if keys and not self.key_group_range.start <= min(key_groups):
+        if not self._in_range(batch):
             return None
-        if keys and not max(key_groups) <= self.key_group_range.end:
-            return None
-        return key_groups
+        return batch.group_list
+
+    def _in_range(self, batch: KeyBatch) -> bool:
+        """Whether every key group of ``batch`` belongs to this backend (vectorised)."""
+        groups = batch.groups
+        return not len(groups) or (
+            self.key_group_range.start <= int(groups.min())
+            and int(groups.max()) <= self.key_group_range.end
+        )
 
     def set_prepared_key(self, key: Any, key_group: int, token: Any) -> None:
         """:meth:`set_current_key` for a key of a batch passed to :meth:`prepare_keys`.
 
-        ``token`` is the key's entry in what :meth:`prepare_keys` returned; nothing is checked
-        again.
+        ``key_group`` is the key's entry in the batch's ``group_list``, ``token`` its entry in
+        what :meth:`prepare_keys` returned; nothing is checked again.
         """
         self.set_current_key(key, key_group)
 

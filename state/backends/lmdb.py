@@ -60,7 +60,7 @@ import pyarrow.compute as pc
 
 from flowrun.core.typeinfo import TypeInformation
 
-from ..key_groups import KeyGroupRange, assign_to_key_group
+from ..key_groups import KeyBatch, KeyGroupRange, assign_to_key_group
 from ..serializers import StateTypeError
 from ..snapshot import StateMeta, StreamWriter
 from ..state import AggregatingState, ListState, MapState, ReducingState, ValueState
@@ -98,7 +98,6 @@ _MAX_KEY_BYTES = 511 - _HEADER - _SEQ_BYTES  # LMDB's key limit, less header and
 _KG_BYTES = tuple(kg.to_bytes(2, "big") for kg in range(1 << 15))
 _SIZE_BYTES = tuple(n.to_bytes(2, "big") for n in range(_MAX_KEY_BYTES + 1))
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-_JUST_INT = {int}
 
 
 class EmbeddedLmdbStateBackend(StateBackend):
@@ -483,27 +482,24 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         self._current_key_group = key_group
         self._klp = self._klp_of(key)
 
-    def prepare_keys(self, keys: list, key_groups: list) -> Iterable[bytes] | None:
+    def prepare_keys(self, batch: KeyBatch) -> Iterable[bytes] | None:
         """The keys' length-prefixed bytes (the storage key after key group and state id).
 
         A batch of exact ints that the key format holds is encoded lazily, one ``struct``
         call per key as the records are processed: the batch may hold 10^5 records, and a
         list of their encoded keys would be as large again as the replay log.
         """
-        if not keys:
-            return ()
-        if min(key_groups) < self._kg_start or max(key_groups) > self._kg_end:
+        if not self._in_range(batch):
             return None
-        int_keys = self._int_keys
+        ints, int_keys = batch.ints, self._int_keys
         if (
-            int_keys is not None
-            and set(map(type, keys)) == _JUST_INT
-            and int_keys.low <= min(keys)
-            and max(keys) <= int_keys.high
+            ints is not None
+            and int_keys is not None
+            and (int_keys.wide or (int_keys.low <= ints.min() and ints.max() <= int_keys.high))
         ):
-            return map(int_keys.pack, int_keys.heads, keys)
+            return map(int_keys.pack, int_keys.heads, batch.keys)
         try:
-            return list(map(self._klp_of, keys))
+            return list(map(self._klp_of, batch.keys))
         except (TypeError, StateBackendError):
             return None  # set_current_key raises it again, at the record with the key
 
@@ -860,11 +856,12 @@ class _IntKeys:
     """Encodes exact int keys to their length-prefixed bytes with one ``struct`` call each.
 
     ``prefix`` and ``fmt`` are the key serializer's ``int_layout``: its bytes of an int are
-    ``prefix + struct.pack(fmt, key)`` for ``low <= key <= high``. The length field and the
-    prefix are one constant ``head``.
+    ``prefix + struct.pack(fmt, key)`` for ``low <= key <= high`` (``wide``: the whole int64
+    range, which a batch's ``ints`` are in already). The length field and the prefix are one
+    constant ``head``.
     """
 
-    __slots__ = ("pack", "heads", "low", "high")
+    __slots__ = ("pack", "heads", "low", "high", "wide")
 
     def __init__(self, prefix: bytes, fmt: str) -> None:
         code = fmt.lstrip("<>!=@")
@@ -874,6 +871,7 @@ class _IntKeys:
         bits = 8 * struct.calcsize(fmt)
         self.low = -(1 << (bits - 1)) if code.islower() else 0
         self.high = (1 << (bits - 1)) - 1 if code.islower() else (1 << bits) - 1
+        self.wide = (self.low, self.high) == (-(1 << 63), (1 << 63) - 1)  # all of int64
 
 
 def _slices(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:

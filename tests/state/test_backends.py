@@ -43,7 +43,12 @@ from flowrun.state.backends import (
     StateBackendError,
     state_backend_from_name,
 )
-from flowrun.state.key_groups import KeyGroupRange, assign_key_groups, assign_to_key_group
+from flowrun.state.key_groups import (
+    KeyBatch,
+    KeyGroupRange,
+    assign_key_groups,
+    assign_to_key_group,
+)
 
 MAX_P = 128
 BACKENDS = ["hashmap", "lmdb"]
@@ -459,8 +464,9 @@ def test_declared_key_type(backends):
 
 
 def _prepare(b, keys):
-    groups = assign_key_groups(keys, MAX_P).tolist()
-    return groups, b.prepare_keys(keys, groups)
+    batch = KeyBatch(keys, MAX_P)
+    assert batch.group_list == assign_key_groups(keys, MAX_P).tolist()
+    return batch.group_list, b.prepare_keys(batch)
 
 
 @pytest.mark.parametrize(
@@ -500,10 +506,9 @@ def test_prepare_keys_leaves_bad_batches_to_set_current_key(backends):
     b = backends.create(KeyGroupRange(0, 9))
     inside = [k for k in range(200) if assign_to_key_group(k, MAX_P) <= 9][:3]
     outside = next(k for k in range(1000) if assign_to_key_group(k, MAX_P) > 9)
-    assert list(b.prepare_keys([], [])) == []
-    assert b.prepare_keys(inside, _prepare(b, inside)[0]) is not None
-    keys = [*inside, outside]
-    assert b.prepare_keys(keys, _prepare(b, keys)[0]) is None
+    assert list(_prepare(b, [])[1]) == []
+    assert _prepare(b, inside)[1] is not None
+    assert _prepare(b, [*inside, outside])[1] is None
     with pytest.raises(ValueError, match="outside"):
         b.set_current_key(outside)
 
@@ -515,7 +520,11 @@ def test_lmdb_prepared_int_keys_are_the_serializer_bytes(lmdb_backends):
     assert list(tokens) == [b._klp_of(k) for k in keys]
     assert len(set(b._klp_of(k) for k in [1, True, 1.0])) == 3
     declared = lmdb_backends.create(key_type=Types.INT(), op="int-keys")
-    assert declared.prepare_keys([1, 2**40], _prepare(declared, [1, 2**40])[0]) is None
+    assert _prepare(declared, [1, 2**40])[1] is None
+    assert list(_prepare(declared, [1, -(2**31)])[1]) == [
+        declared._klp_of(1),
+        declared._klp_of(-(2**31)),
+    ]
     with pytest.raises(TypeError, match="does not match the key type"):
         declared.set_current_key(2**40)
 
