@@ -9,8 +9,9 @@ groups of its :class:`~flowrun.state.key_groups.KeyGroupRange`. The runtime
   old parallelism: rows outside this subtask's key groups are dropped),
 * lets user code create state objects once (``get_state(descriptor)`` ... in ``open()``);
   every state object acts on the *current key*, which the runtime sets per record with
-  :meth:`~KeyedStateBackend.set_current_key` (passing the key group it already computed
-  vectorised for the batch),
+  :meth:`~KeyedStateBackend.set_prepared_key`, after the backend checked and encoded the
+  batch's keys once with :meth:`~KeyedStateBackend.prepare_keys` (timers and tests use
+  :meth:`~KeyedStateBackend.set_current_key`),
 * brackets every input batch with :meth:`~KeyedStateBackend.begin_batch` /
   :meth:`~KeyedStateBackend.end_batch` (LMDB: one write transaction per batch),
 * takes :meth:`~KeyedStateBackend.snapshot` at checkpoints: backend-neutral Arrow IPC streams

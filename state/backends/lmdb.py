@@ -19,7 +19,9 @@ of the snapshot format, so snapshots copy them without decoding.
 **Transactions.** The runtime brackets every input batch with ``begin_batch``/``end_batch``;
 all reads and writes in between use one write transaction (reads see the batch's own
 writes), committed at ``end_batch`` (and every ``_MAX_TXN_WRITES`` writes, which bounds the
-replay log below). ``sync``/``metasync`` are off: durability comes from checkpoints, never
+replay log below). Point reads and writes go through the transaction's cursor: ``update()``
+after ``value()`` of the same key finds the cursor on the right leaf page already, with no
+search from the root. ``sync``/``metasync`` are off: durability comes from checkpoints, never
 from LMDB's fsync; a crashed subtask's environment is discarded and rebuilt from a snapshot.
 
 **Map growth.** LMDB needs the map size up front. When a write hits ``MapFullError`` the
@@ -478,9 +480,12 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
             key_group = assign_to_key_group(key, self.max_parallelism)
         if not self._kg_start <= key_group <= self._kg_end:
             self._key_group_of(key, key_group)  # raises with the full explanation
+        klp = self._klp_cache.get(key) if type(key) is str else None
+        if klp is None:
+            klp = self._klp_of(key)  # raises for a key the key type does not take
         self._current_key = key
         self._current_key_group = key_group
-        self._klp = self._klp_of(key)
+        self._klp = klp
 
     def prepare_keys(self, batch: KeyBatch) -> Iterable[bytes] | None:
         """The keys' length-prefixed bytes (the storage key after key group and state id).
