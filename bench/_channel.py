@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import select
 import time
 from collections.abc import Callable
 
@@ -110,7 +109,7 @@ def _producer(pool_fd, doorbell_r, consumer_w, desc, batch, count, ready, go) ->
     holder: list[NetworkEnvironment] = []
 
     def wait() -> None:  # what StreamTask does under backpressure: serve the doorbell
-        select.select([doorbell_r], [], [], 1.0)
+        holder[0].wait([doorbell_r], 1.0)
         holder[0].process_doorbell()
 
     net = NetworkEnvironment(desc, pool_fd, doorbell_r, {1: consumer_w}, wait)
@@ -138,7 +137,7 @@ def _consumer(pool_fd, doorbell_r, producer_w, desc, rows_per_batch, expect, rea
         net.process_doorbell()
         polled = gate.poll()
         if polled is None:
-            select.select([doorbell_r], [], [], 1.0)
+            net.wait([doorbell_r], 1.0)  # what StreamTask does when idle
             continue
         channel, buffer, memory = polled
         for kind, batch, event, _payload in gate.read(channel, memory):

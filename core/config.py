@@ -344,6 +344,15 @@ SOURCE_BATCH_SIZE = _option(
     "Records a source hands to its chain per step (rows API); larger amortises per-call cost.",
     _positive,
 )
+ARROW_SOURCE_BATCH_SIZE = _option(
+    "flowrun.source.arrow-batch-size",
+    65536,
+    int,
+    "Rows an Arrow source hands to its chain per step at most (a step also aims at ~1 MiB of "
+    "output); larger batches let batch-wise work such as a keyed count's local pre-aggregation "
+    "fold more rows at once.",
+    _positive,
+)
 
 # --- state -------------------------------------------------------------------
 STATE_BACKEND = _option(

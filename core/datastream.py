@@ -31,6 +31,7 @@ from .graph.transformations import (
     Transformation,
     UnionTransformation,
 )
+from .runtime import arrow_aggregates as aggs
 from .runtime import keyed_operators as kops
 from .runtime import operators as ops
 
@@ -489,7 +490,7 @@ class ArrowKeyedStream(DataStream):
         local = OperatorTransformation(
             name=f"Local {name}",
             inputs=[upstream],
-            factory=ops.ArrowLocalAggregateOperator(
+            factory=aggs.ArrowLocalAggregateOperator(
                 f"Local {name}", self._column, column, out_name
             ),
             arrow=True,
@@ -500,10 +501,12 @@ class ArrowKeyedStream(DataStream):
         shuffle = PartitionTransformation(
             name="Hash",
             inputs=[local],
-            partitioner=lambda max_p: ArrowKeyGroupPartitioner(key, max_p),
+            partitioner=lambda max_p: ArrowKeyGroupPartitioner(
+                key, max_p, hash_column=aggs.KEY_HASH_COLUMN
+            ),
             arrow=True,
         )
-        op = ops.ArrowKeyedAggregateOperator(name, self._column, out_name)
+        op = aggs.ArrowKeyedAggregateOperator(name, self._column, out_name)
         return DataStream(self._env, self._op(name, op, arrow=True, keyed=True, inputs=[shuffle]))
 
     def sum(self, column: str) -> DataStream:

@@ -27,15 +27,21 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import re
-from collections import deque
 from collections.abc import Iterable
 
 import psutil
 
-__all__ = ["NetworkBufferPool", "LocalBufferPool", "cleanup_stale_segments", "SEGMENT_PREFIX"]
+__all__ = [
+    "NetworkBufferPool",
+    "LocalBufferPool",
+    "cleanup_stale_segments",
+    "populate_for_writing",
+    "SEGMENT_PREFIX",
+]
 
 SEGMENT_PREFIX = "flowrun-"
 _NAME_RE = re.compile(r"^flowrun-(\d+)-")
@@ -106,15 +112,22 @@ class LocalBufferPool:
     The set of buffer indices is fixed when the job is deployed, so the pool is
     plain process-local bookkeeping: the receiver hands a buffer back with a
     RECYCLE doorbell message and the owner puts the index back here.
+
+    Free buffers are a stack: :meth:`request` returns the buffer recycled last.
+    Why: a consumer that keeps up returns each buffer soon after it got it, so
+    the producer cycles through the two or three buffers it needs instead of
+    all of them -- its copies then go to memory still in its CPU cache (a 1 MiB
+    copy into one of two alternating buffers took 44 us on the benchmark
+    machine, into ten in turn 50 us). Initially the lowest index comes first.
     """
 
     def __init__(self, indices: Iterable[int]) -> None:
-        self._free: deque[int] = deque(indices)
+        self._free: list[int] = list(indices)[::-1]
         self.size = len(self._free)
 
     def request(self) -> int | None:
-        """A free buffer index, or None when every buffer is in use."""
-        return self._free.popleft() if self._free else None
+        """The free buffer recycled last, or None when every buffer is in use."""
+        return self._free.pop() if self._free else None
 
     def recycle(self, index: int) -> None:
         self._free.append(index)
@@ -122,6 +135,37 @@ class LocalBufferPool:
     @property
     def num_available(self) -> int:
         return len(self._free)
+
+
+#: madvise(2) advice (Linux >= 5.14): allocate and map pages now, as writes to them would
+MADV_POPULATE_WRITE = 23
+_PAGE = mmap.PAGESIZE
+
+
+def populate_for_writing(address: int, ranges: Iterable[tuple[int, int]]) -> bool:
+    """Allocate and map, now, the pages of each ``(offset, length)`` of the mapping at ``address``.
+
+    Why: the pool's memfd gets its pages on first touch, and a first write
+    costs a page fault per 4 KiB page -- ~530 us per MiB on the benchmark
+    machine, ten times the copy itself; ``MADV_POPULATE_WRITE`` does the same
+    work in ~190 us per MiB without the faults. Adjacent ranges are merged
+    into one call. Returns False (and nothing is done; the pages then come on
+    first touch as before) where the kernel lacks the advice.
+    """
+    spans: list[list[int]] = []
+    for offset, length in sorted(ranges):
+        start = offset - offset % _PAGE
+        end = offset + length
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end])
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for start, end in spans:
+        if madvise(address + start, end - start, MADV_POPULATE_WRITE) != 0:
+            return False
+    return True
 
 
 def cleanup_stale_segments(shm_dir: str = _SHM_DIR) -> list[str]:

@@ -10,6 +10,12 @@ channel order plus -- on the consumer side -- the channel's decoding state at th
 and then the producer's buffers of a channel and decoding them from that state yields the
 record batches in flight, in order.
 
+A third kind of entry, ``PENDING``, holds rows the consumer had already decoded from
+recycled buffers but not yet processed when the barrier overtook them (a buffer of small
+records can take its slow operator seconds to work through; Flink likewise persists the
+unconsumed part of its deserializer's current buffer). Its single "buffer" is a complete
+Arrow IPC stream; it is replayed before every channel of its consumer.
+
 The file format is a plain length-prefixed binary layout (nothing is unpickled)::
 
     b"FRCS" u32 version  u32 entries
@@ -36,6 +42,7 @@ from .input_gate import ChannelReadState, read_frames
 
 __all__ = [
     "CONSUMER",
+    "PENDING",
     "PRODUCER",
     "ChannelStateEntry",
     "ChannelStateError",
@@ -46,6 +53,7 @@ __all__ = [
 
 CONSUMER = 0
 PRODUCER = 1
+PENDING = 2
 _MAGIC = b"FRCS"
 _VERSION = 1
 _U32 = struct.Struct("<I")
@@ -61,7 +69,7 @@ class ChannelStateEntry:
     edge: int  #: JobEdge index
     consumer: int  #: consumer subtask index (in the job that wrote the checkpoint)
     channel: int  #: the consumer's channel number of this producer
-    side: int  #: CONSUMER or PRODUCER
+    side: int  #: CONSUMER, PRODUCER or PENDING
     schema: bytes = b""  #: consumer side: schema message in effect at the snapshot
     fragments: list[bytes] | None = None  #: consumer side: a row's fragments received so far
     buffers: list[bytes] = field(default_factory=list)
@@ -135,9 +143,13 @@ def replay_batches(entries: list[ChannelStateEntry]) -> list[tuple[int, list[pa.
     partition, barriers) are skipped -- they are re-created by the restored job.
     """
     by_channel: dict[tuple[int, int], list[ChannelStateEntry]] = {}
-    for entry in entries:
-        by_channel.setdefault((entry.consumer, entry.channel), []).append(entry)
     result = []
+    for entry in entries:
+        if entry.side == PENDING:  # decoded before the barrier: precedes every channel
+            batches = [b for data in entry.buffers for b in pa.ipc.open_stream(data)]
+            result.append((entry.consumer, batches))
+        else:
+            by_channel.setdefault((entry.consumer, entry.channel), []).append(entry)
     for (consumer, _channel), parts in sorted(by_channel.items()):
         parts.sort(key=lambda e: e.side)  # consumer-side buffers were sent first
         head = parts[0]

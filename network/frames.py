@@ -250,6 +250,16 @@ class ChannelStream(_Stream):
         except (OSError, pa.ArrowException):  # pragma: no cover - no /proc (not Linux)
             return None
 
+    @staticmethod
+    def address(file: pa.NativeFile) -> int:
+        """The address at which :meth:`open_pool` mapped the pool in this process."""
+        position = file.tell()
+        try:
+            file.seek(0)
+            return file.read_buffer(1).address
+        finally:
+            file.seek(position)
+
     def append(self, builder: BufferBuilder, batch: pa.RecordBatch, info: SchemaInfo, size: int):
         start = builder.offset + HEADER.size
         position = builder.position + start

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .buffer_pool import LocalBufferPool, NetworkBufferPool
+from .buffer_pool import LocalBufferPool, NetworkBufferPool, populate_for_writing
 from .doorbell import DoorbellReader, DoorbellWriter, Kind
 from .frames import ChannelStream
+from .idle_wait import IdleWait
 from .input_gate import InputChannel, InputGate
 from .result_partition import BackpressureStats, ResultPartition, ResultSubpartition
 
@@ -83,6 +84,7 @@ class NetworkEnvironment:
             pool_fd, descriptor.num_buffers, descriptor.segment_size
         )
         self.doorbell = DoorbellReader(doorbell_fd)
+        self._idle = IdleWait(doorbell_fd)
         self._writers = {task: DoorbellWriter(fd) for task, fd in peer_fds.items()}
         self._writer_list = list(self._writers.values())
         self.stats = BackpressureStats()
@@ -107,6 +109,20 @@ class NetworkEnvironment:
                 subs.append(rs)
             self.subpartitions.extend(subs)
             self.partitions.append(ResultPartition(subs))
+        if self._pool_file is not None:
+            # Allocate this task's output buffers now, as Flink allocates its network memory
+            # up front: their first writes would otherwise take a page fault per 4 KiB page.
+            # They are written through this mapping, so it is the one populated.
+            segment = descriptor.segment_size
+            populate_for_writing(
+                ChannelStream.address(self._pool_file),
+                [
+                    (index * segment, segment)
+                    for part in descriptor.partitions
+                    for sub in part.subpartitions
+                    for index in sub.buffers
+                ],
+            )
         self.gates: list[InputGate] = []
         self._channel_route: list[tuple[InputGate, int]] = []
         for gate_desc in descriptor.gates:
@@ -124,11 +140,21 @@ class NetworkEnvironment:
     def fileno(self) -> int:
         return self.doorbell.fileno()
 
+    def wait(self, fds: list[int], timeout: float | None) -> list[int]:
+        """Wait until one of ``fds`` (the doorbell among them) is ready; returns the ready ones.
+
+        Use this, not ``select``, wherever the task idles: while doorbell messages
+        stream in it naps instead of blocking on the doorbell, so that peers do not
+        pay for waking it (see :mod:`flowrun.network.idle_wait`).
+        """
+        return self._idle.select(fds, timeout)
+
     def process_doorbell(self) -> int:
         """Dispatch every pending doorbell message; returns how many there were."""
         messages = self.doorbell.drain()
         if not messages:
             return 0
+        self._idle.on_messages()
         route = self._channel_route
         subs = self.subpartitions
         # the replies (DATA after RECYCLE/CREDIT, CREDIT after DATA) are only posted
@@ -183,4 +209,5 @@ class NetworkEnvironment:
         if self._pool_file is not None:
             self._pool_file.close()
             self._pool_file = None
+        self._idle.close()
         self.pool.close()

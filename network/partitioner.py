@@ -40,6 +40,7 @@ from flowrun.state.key_groups import (
     check_parallelism,
     compute_operator_index_for_key_group,
     java_hash,
+    murmur_hash,
     picklable_or_repr,
 )
 
@@ -451,15 +452,20 @@ class ArrowKeyGroupPartitioner(StreamPartitioner):
 
     Routes exactly like :class:`KeyGroupStreamPartitioner` with a selector returning that
     column's Python value, so Arrow and row stages can share keyed state.
+
+    ``hash_column`` names an int32 column that, where a batch has it, already holds the key
+    column's Java hash codes (a keyed Arrow aggregate's local phase computes them once for the
+    shuffle and for the global phase's key table), so the keys are not hashed again here.
     """
 
     name = "HASH"
 
-    def __init__(self, column: str, max_parallelism: int) -> None:
+    def __init__(self, column: str, max_parallelism: int, hash_column: str | None = None) -> None:
         super().__init__()
         check_parallelism(max_parallelism, "max parallelism")
         self.column = column
         self.max_parallelism = max_parallelism
+        self.hash_column = hash_column
 
     def setup(self, num_channels: int, subtask_index: int = 0) -> None:
         if num_channels > self.max_parallelism:
@@ -481,7 +487,12 @@ class ArrowKeyGroupPartitioner(StreamPartitioner):
         return batch.column(names.index(self.column))
 
     def _batch_channels(self, batch: pa.RecordBatch) -> np.ndarray:
-        key_groups = assign_key_groups_arrow(self._key_column(batch), self.max_parallelism)
+        keys = self._key_column(batch)
+        if self.hash_column is not None and self.hash_column in batch.schema.names:
+            codes = batch.column(self.hash_column).to_numpy(zero_copy_only=False)
+            key_groups = murmur_hash(codes) % np.int32(self.max_parallelism)
+        else:
+            key_groups = assign_key_groups_arrow(keys, self.max_parallelism)
         return compute_operator_index_for_key_group(
             self.max_parallelism, self.num_channels, key_groups
         )

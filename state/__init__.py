@@ -58,20 +58,30 @@ __all__ = [
 # --- end of state API (backend names go below, as ``__all__ += [...]``) ----------------------
 
 # --- state backends and operator state ------------------------------------------------------
-from .backends import (  # noqa: E402
-    EmbeddedLmdbStateBackend,
-    HashMapStateBackend,
-    StateBackend,
-    StateBackendError,
-    StateMigrationError,
-)
-from .operator_state import OperatorStateStore  # noqa: E402
+# Imported on first use (PEP 562): the backends pull in LMDB, the snapshot format and
+# pyarrow.compute, which the JobManager process (building and supervising the job) never
+# needs; only subtasks do, and the fork server has them loaded already.
+_LAZY = {
+    "EmbeddedLmdbStateBackend": ".backends",
+    "HashMapStateBackend": ".backends",
+    "StateBackend": ".backends",
+    "StateBackendError": ".backends",
+    "StateMigrationError": ".backends",
+    "OperatorStateStore": ".operator_state",
+}
+__all__ += list(_LAZY)
 
-__all__ += [
-    "EmbeddedLmdbStateBackend",
-    "HashMapStateBackend",
-    "OperatorStateStore",
-    "StateBackend",
-    "StateBackendError",
-    "StateMigrationError",
-]
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -49,7 +49,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from flowrun.core.reprs import short_repr as _short_repr
 
@@ -282,10 +281,21 @@ _POW31: np.ndarray | None = None
 _INV_POW31: np.ndarray | None = None
 
 
-def _power_tables() -> tuple[np.ndarray, np.ndarray]:
+def _table_size() -> int:
+    return 2 * _SPAN + 1
+
+
+def _power_tables(size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The tables with at least ``size`` entries (all of them: ``_table_size()``, if None).
+
+    They grow on demand, in powers of two: every subtask process builds its own, and the
+    full 8 MiB would cost a subtask that only ever hashes small batches ~60 ms at start-up.
+    """
     global _POW31, _INV_POW31
-    if _POW31 is None or _INV_POW31 is None:
-        size = 2 * _SPAN + 1
+    cap = _table_size()
+    size = cap if size is None else min(size, cap)
+    if _POW31 is None or _INV_POW31 is None or len(_POW31) < size:
+        size = min(max(1 << (size - 1).bit_length(), 4096), cap)
         base = np.full(size, 31, dtype=np.uint32)
         base[0] = 1
         inv = np.full(size, _INV31, dtype=np.uint32)
@@ -297,7 +307,7 @@ def _power_tables() -> tuple[np.ndarray, np.ndarray]:
 
 def _pow31(exponents: np.ndarray) -> np.ndarray:
     """31**e mod 2**32 for an int64 array of non-negative exponents."""
-    pow31, _ = _power_tables()
+    pow31, _ = _power_tables(int(exponents.max()) + 1 if len(exponents) else 1)
     small = exponents < len(pow31)
     if small.all():
         return pow31[exponents]
@@ -313,11 +323,12 @@ def _poly31(offsets: np.ndarray, units: np.ndarray) -> np.ndarray:
     ``offsets`` (int64, rows + 1 entries, starting at 0) delimit the rows in ``units`` (uint8
     code units, or int8 for Java's signed bytes), which are widened to uint32 group by group.
     """
-    pow31, inv_pow31 = _power_tables()
     rows = len(offsets) - 1
     out = np.zeros(max(rows, 0), dtype=np.uint32)
     if rows <= 0:
         return out
+    # A group never spans more units than the batch holds: small batches, small tables.
+    pow31, inv_pow31 = _power_tables(int(offsets[-1]) + 1)
     starts = offsets[:-1]
     ends = offsets[1:]
     marks = np.arange(0, int(offsets[-1]) + _SPAN, _SPAN)
@@ -325,7 +336,7 @@ def _poly31(offsets: np.ndarray, units: np.ndarray) -> np.ndarray:
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         base = int(starts[lo])
         span = int(ends[hi - 1]) - base
-        if span >= len(pow31):
+        if span >= _table_size():
             # Only reachable with rows longer than _SPAN units: hash this group row by row.
             for i in range(lo, hi):
                 out[i] = _poly31_single(units[int(starts[i]) : int(ends[i])])
@@ -470,6 +481,8 @@ def _prefers_dictionary(array: pa.Array) -> bool:
     if len(array) < _DICTIONARY_MIN_ROWS:
         return False
     sample = array.slice(0, _DICTIONARY_SAMPLE)
+    import pyarrow.compute as pc  # not at module level: the JobManager never needs it
+
     distinct = len(pc.unique(sample))
     return distinct <= _DICTIONARY_MAX_DISTINCT_RATIO * len(sample)
 
@@ -480,7 +493,7 @@ def _unsigned_hash_column(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
     kind = array.type
     if (pa.types.is_string(kind) or pa.types.is_large_string(kind)) and _prefers_dictionary(array):
-        array = pc.dictionary_encode(array)
+        array = array.dictionary_encode()
     return _unsigned_hash_arrow(array)
 
 

@@ -15,32 +15,38 @@ Example::
     [1, 2, 3, 4, 5]
 """
 
-from flowrun.core.connectors.base import DeliveryGuarantee, Sink, SinkWriter, Source, SourceReader
-from flowrun.core.connectors.bulk_writer import BulkWriter, BulkWriterFactory
-from flowrun.core.connectors.collection import CollectionSource
-from flowrun.core.connectors.datagen import DataGeneratorSource
-from flowrun.core.connectors.file_system import (
-    BucketAssigner,
-    BulkFormatBuilder,
-    FileSink,
-    OutputFileConfig,
-    RollingPolicy,
-)
-from flowrun.core.connectors.number_seq import NumberSequenceSource
-from flowrun.core.connectors.parquet import ParquetBulkWriters
-from flowrun.core.connectors.print_sink import PrintSink
-from flowrun.core.connectors.rate_limiter import RateLimiterStrategy
-from flowrun.core.connectors.serialization import Encoder
-from flowrun.core.connectors.sink_function import SinkFunction
-from flowrun.core.connectors.socket import SocketTextSource
-from flowrun.core.connectors.sqlite_sink import SqliteUpsertSink
-from flowrun.core.connectors.text_file import TextDecodeError, TextFileSource
-from flowrun.core.connectors.two_phase_commit import TwoPhaseCommitSinkFunction
-from flowrun.core.connectors.write_ahead_sink import (
-    CheckpointCommitter,
-    GenericWriteAheadSink,
-    SqliteCheckpointCommitter,
-)
+# Imported on first use (PEP 562): a job imports the one connector it uses, not all of them
+# (Parquet, SQLite, sockets...), which keeps the JobManager process's start-up short.
+_LAZY = {
+    "BucketAssigner": ".file_system",
+    "BulkFormatBuilder": ".file_system",
+    "BulkWriter": ".bulk_writer",
+    "BulkWriterFactory": ".bulk_writer",
+    "CheckpointCommitter": ".write_ahead_sink",
+    "CollectionSource": ".collection",
+    "DataGeneratorSource": ".datagen",
+    "DeliveryGuarantee": ".base",
+    "Encoder": ".serialization",
+    "FileSink": ".file_system",
+    "GenericWriteAheadSink": ".write_ahead_sink",
+    "NumberSequenceSource": ".number_seq",
+    "OutputFileConfig": ".file_system",
+    "ParquetBulkWriters": ".parquet",
+    "PrintSink": ".print_sink",
+    "RateLimiterStrategy": ".rate_limiter",
+    "RollingPolicy": ".file_system",
+    "Sink": ".base",
+    "SinkFunction": ".sink_function",
+    "SinkWriter": ".base",
+    "SocketTextSource": ".socket",
+    "Source": ".base",
+    "SourceReader": ".base",
+    "SqliteCheckpointCommitter": ".write_ahead_sink",
+    "SqliteUpsertSink": ".sqlite_sink",
+    "TextDecodeError": ".text_file",
+    "TextFileSource": ".text_file",
+    "TwoPhaseCommitSinkFunction": ".two_phase_commit",
+}
 
 __all__ = [
     "BucketAssigner",
@@ -72,3 +78,18 @@ __all__ = [
     "TextDecodeError",
     "TextFileSource",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

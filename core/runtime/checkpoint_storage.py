@@ -43,16 +43,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import posixpath
 import re
 import secrets
 import sys
+import tempfile
 import threading
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
@@ -80,6 +82,7 @@ __all__ = [
     "retain_checkpoints",
     "write_metadata",
     "write_state_file",
+    "write_state_file_from",
 ]
 
 METADATA_FILE_NAME = "_metadata"
@@ -368,13 +371,14 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _local_write(path: str, data: memoryview, exclusive: bool) -> None:
-    """Temp file, fsync, rename: a reader never sees half a file under the final name."""
+def _local_write(path: str, fill: Callable[[BinaryIO], None], exclusive: bool) -> None:
+    """Temp file, ``fill`` it, fsync, rename: a reader never sees half a file under the final
+    name. ``fill`` gets the temp file open for reading and writing."""
     directory, base = os.path.split(path)
     tmp = os.path.join(directory, f".{base}{_TEMP_MARK}{secrets.token_hex(6)}")
     try:
-        with open(tmp, "wb") as out:
-            out.write(data)
+        with open(tmp, "w+b") as out:
+            fill(out)
             out.flush()
             os.fsync(out.fileno())
         if exclusive:
@@ -435,24 +439,79 @@ def write_state_file(
     _check_relative_name(name)
     view = _as_view(data)
     handle = StateHandle(name=name, size=view.nbytes, checksum=compute_checksum(view))
-    fs, base = resolve_filesystem(location)
-    path = base.rstrip("/") + "/" + name
-    target = _join(location, name)
+    fs, path, target = _state_file_path(location, name)
     try:
         if _is_local(fs):
-            if not os.path.isdir(base):
-                raise CheckpointStorageError(
-                    f"cannot write {target}: checkpoint directory {location} does not exist "
-                    "(never created, or already discarded)"
-                )
-            if "/" in name:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-            _local_write(path, view, exclusive=False)
+            _local_write(path, lambda out: out.write(view), exclusive=False)
         else:
             _remote_write(fs, path, view)
     except OSError as exc:
         raise CheckpointStorageError(f"cannot write {target}: {exc}") from exc
     return handle
+
+
+def write_state_file_from(location: str, name: str, produce: Callable[[int], None]) -> StateHandle:
+    """Like :func:`write_state_file`, for content that ``produce(fd)`` writes into a file
+    descriptor (LMDB's ``mdb_env_copyfd``, say).
+
+    Locally ``produce`` writes straight into the temp file that becomes the state file, so
+    the bytes are written once, not into a scratch file first and then copied; size and
+    checksum come from the written file. Elsewhere (S3) they go through a local temp file.
+    Runs in any thread.
+
+    >>> import tempfile
+    >>> write_state_file_from(tempfile.mkdtemp(), "op-0-x.mdb", lambda fd: os.write(fd, b"abc"))
+    StateHandle(name='op-0-x.mdb', size=3, checksum='crc32:352441c2')
+    """
+    _check_relative_name(name)
+    fs, path, target = _state_file_path(location, name)
+    measured: list[tuple[int, str]] = []
+
+    def fill(out: BinaryIO) -> None:
+        produce(out.fileno())
+        measured.append(_file_checksum(out))
+
+    try:
+        if _is_local(fs):
+            _local_write(path, fill, exclusive=False)
+        else:
+            with tempfile.TemporaryFile() as spool:
+                fill(spool)
+                spool.seek(0)
+                _remote_write(fs, path, memoryview(spool.read()))
+    except OSError as exc:
+        raise CheckpointStorageError(f"cannot write {target}: {exc}") from exc
+    size, checksum = measured[0]
+    return StateHandle(name=name, size=size, checksum=checksum)
+
+
+def _state_file_path(location: str, name: str) -> tuple[pafs.FileSystem, str, str]:
+    """(file system, path, name for messages) of state file ``name``; locally the checkpoint
+    directory must exist, and subdirectories of ``name`` are created."""
+    fs, base = resolve_filesystem(location)
+    path = base.rstrip("/") + "/" + name
+    target = _join(location, name)
+    if _is_local(fs):
+        if not os.path.isdir(base):
+            raise CheckpointStorageError(
+                f"cannot write {target}: checkpoint directory {location} does not exist "
+                "(never created, or already discarded)"
+            )
+        if "/" in name:
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            except OSError as exc:
+                raise CheckpointStorageError(f"cannot write {target}: {exc}") from exc
+    return fs, path, target
+
+
+def _file_checksum(file: BinaryIO) -> tuple[int, str]:
+    """(size, checksum) of an open file's content, read through a memory map (no copy)."""
+    size = os.fstat(file.fileno()).st_size
+    if not size:
+        return 0, compute_checksum(b"")
+    with mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ) as mapped:
+        return size, compute_checksum(mapped)
 
 
 def _verify_checksum(location: str, handle: StateHandle, data: memoryview) -> None:
@@ -625,7 +684,7 @@ def write_metadata(
             subdirs = {os.path.dirname(os.path.join(base, h.name)) for h in handles} - {base}
             for d in sorted(subdirs):
                 _fsync_dir(d)
-            _local_write(path, data, exclusive=True)
+            _local_write(path, lambda out: out.write(data), exclusive=True)
         else:
             if fs.get_file_info(path).type != pafs.FileType.NotFound:
                 raise FileExistsError(f"{target} already exists")

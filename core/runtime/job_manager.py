@@ -109,7 +109,11 @@ def _chain_spec(job_graph: JobGraph, vertex_index: int) -> ChainSpec:
         in_edges=in_edges,
         is_source=vertex.is_source,
         buffer_timeout=buffer_timeout,
-        source_batch_size=config.get(cfg.SOURCE_BATCH_SIZE),
+        source_batch_size=config.get(
+            cfg.ARROW_SOURCE_BATCH_SIZE
+            if vertex.is_source and vertex.nodes[0].arrow
+            else cfg.SOURCE_BATCH_SIZE
+        ),
     )
 
 
@@ -137,11 +141,9 @@ class JobManager:
         state_backend: Any = None,
         job_name: str | None = None,
     ) -> None:
-        from flowrun.state.backends import state_backend_from_name
-
-        self.state_backend = state_backend or state_backend_from_name(
-            job_graph.config.get(cfg.STATE_BACKEND)
-        )
+        # A backend object when the job set one, else the configured name: the subtasks build
+        # it (the JobManager process never loads LMDB and the backends' modules).
+        self.state_backend = state_backend or job_graph.config.get(cfg.STATE_BACKEND)
         self.job_graph = job_graph
         self.config = job_graph.config
         # FLOWRUN_JOB_ID: set by `flowrun run -d`, which must know the id first (one job only)
@@ -827,7 +829,9 @@ class JobManager:
         coordinator = self.coordinator
         if not coordinator.all_ended or getattr(self, "_final_sent", None) == self.attempt:
             return
-        if coordinator.final_done:
+        # Without periodic checkpoints there is no final checkpoint (as in Flink): sinks
+        # commit at the end of their input; only a savepoint still in progress is awaited.
+        if coordinator.final_done or not (coordinator.periodic or coordinator.pending):
             self._final_sent = self.attempt
             for sub in self.subtasks:
                 self._send(sub.ev.task_id, ("finish",))

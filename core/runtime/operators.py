@@ -11,15 +11,12 @@ subtask, the record and the user's traceback.
 from __future__ import annotations
 
 import traceback
-from itertools import chain, repeat
+from itertools import chain
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from flowrun.core.reprs import short_repr as _short_repr
-from flowrun.state.key_groups import assign_key_groups
 
 __all__ = [
     "UserCodeError",
@@ -30,8 +27,6 @@ __all__ = [
     "FilterOperator",
     "ProcessOperator",
     "MapBatchesOperator",
-    "ArrowKeyedAggregateOperator",
-    "ArrowLocalAggregateOperator",
     "SinkOperator",
     "CollectSinkOperator",
     "SourceOperator",
@@ -388,136 +383,9 @@ class MapBatchesOperator(StreamOperator):
             self.output.emit(result)
 
 
-def _pickled() -> Any:
-    from ..typeinfo import Types
-
-    return Types.PICKLED_BYTE_ARRAY()
-
-
-def _numpy_type(array: pa.Array) -> Any:
-    return np.float64 if pa.types.is_floating(array.type) else np.int64
-
-
 def _batch_summary(batch: pa.RecordBatch) -> str:
     head = batch.slice(0, 3).to_pylist()
     return f"batch of {batch.num_rows} rows {batch.schema.names}, first rows {head}"
-
-
-def _partial_aggregate(batch: pa.RecordBatch, key_column: str, column: str | None):
-    """(distinct keys, per-key partial) of one batch: value_counts for a count, else group_by."""
-    if column is None:
-        counts = pc.value_counts(batch.column(key_column))
-        return counts.field("values"), counts.field("counts")
-    table = pa.Table.from_batches([batch])
-    grouped = table.group_by(key_column, use_threads=False).aggregate([(column, "sum")])
-    return (
-        grouped.column(key_column).combine_chunks(),
-        grouped.column(f"{column}_sum").combine_chunks(),
-    )
-
-
-class ArrowLocalAggregateOperator(StreamOperator):
-    """First phase of a keyed Arrow ``count()``/``sum(col)``, before the shuffle.
-
-    Chained to the producer, it folds each batch to one row per distinct key with its
-    partial count or sum (Flink's local-global aggregation). The shuffle then carries
-    distinct keys instead of every row: on Zipf-distributed words that is several times
-    fewer rows to hash, serialise and merge downstream, and the result is the same.
-    """
-
-    def __init__(self, name: str, key_column: str, column: str | None, out_name: str) -> None:
-        self.name = name
-        self.key_column = key_column
-        self.column = column
-        self.out_name = out_name
-
-    def process(self, batch: pa.RecordBatch, input_index: int = 0) -> None:
-        if not batch.num_rows:
-            return
-        try:
-            keys, partial = _partial_aggregate(batch, self.key_column, self.column)
-        except Exception as exc:
-            raise self.fail(_batch_summary(batch), exc) from exc
-        self.output.emit(
-            pa.RecordBatch.from_arrays([keys, partial], names=[self.key_column, self.out_name])
-        )
-
-
-class ArrowKeyedAggregateOperator(StreamOperator):
-    """Second phase of a keyed Arrow ``count()``/``sum(col)``: the running totals.
-
-    Its input holds partial aggregates from :class:`ArrowLocalAggregateOperator`, whose
-    keys are distinct within every batch (a partitioner only splits batches), which is
-    what lets one vectorised fold per batch be exact. It folds them into its running totals with
-    C-level loops only and emits one row per key touched by the batch with the key's new
-    total -- the batch-at-a-time counterpart of Flink's rolling aggregation.
-    """
-
-    keyed_state = True  #: totals are checkpointed in a keyed backend, by key group
-
-    def __init__(self, name: str, key_column: str, out_name: str) -> None:
-        self.name = name
-        self.key_column = key_column
-        self.out_name = out_name
-
-    def open(self) -> None:
-        super().open()
-        # Totals live in a dict while running (the hot path is C-level dict and numpy
-        # work); keys touched since the last checkpoint are written to the keyed backend
-        # when one is taken, and read back from it on restore.
-        from flowrun.state.descriptors import ValueStateDescriptor
-
-        self.totals: dict = {}
-        self._dirty: set = set()
-        backend = self.ctx.keyed_backend
-        self._state = backend.get_state(
-            ValueStateDescriptor(f"_flowrun_{self.out_name}", _pickled())
-        )
-        if self.ctx.restored:
-            keys = list(backend.keys(self._state_name))
-            groups = dict(
-                zip(keys, assign_key_groups(keys, self.ctx.max_parallelism).tolist(), strict=True)
-            )
-            self.totals = backend.read_values(self._state, groups)
-
-    @property
-    def _state_name(self) -> str:
-        return f"_flowrun_{self.out_name}"
-
-    def prepare_snapshot(self, checkpoint_id: int, timestamp: int) -> None:
-        if not self._dirty:
-            return
-        keys = list(self._dirty)
-        groups = dict(
-            zip(keys, assign_key_groups(keys, self.ctx.max_parallelism).tolist(), strict=True)
-        )
-        backend = self.ctx.keyed_backend
-        backend.begin_batch()
-        try:
-            backend.write_values(self._state, {k: self.totals[k] for k in keys}, groups)
-        finally:
-            backend.end_batch()
-        self._dirty = set()
-
-    def process(self, batch: pa.RecordBatch, input_index: int = 0) -> None:
-        try:
-            keys = batch.column(self.key_column)
-            partial = batch.column(self.out_name)
-        except Exception as exc:
-            raise self.fail(_batch_summary(batch), exc) from exc
-        # dict lookups through map(), additions in numpy, write-back through update()
-        key_list = keys.to_pylist()
-        totals = self.totals
-        previous = np.fromiter(
-            map(totals.get, key_list, repeat(0)), dtype=_numpy_type(partial), count=len(key_list)
-        )
-        new = previous + partial.to_numpy(zero_copy_only=False)
-        totals.update(zip(key_list, new.tolist(), strict=True))
-        self._dirty.update(key_list)
-        out = pa.RecordBatch.from_arrays(
-            [keys, pa.array(new)], names=[self.key_column, self.out_name]
-        )
-        self.output.emit(out)
 
 
 class SinkOperator(StreamOperator):

@@ -26,7 +26,7 @@ import os
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -42,7 +42,12 @@ from flowrun.network.frames import EventKind
 from flowrun.state.backends.lmdb import NativeCopy
 
 from .checkpoint_barrier_handler import FLAG_FINAL, FLAG_SAVEPOINT, Barrier
-from .checkpoint_storage import StateHandle, read_state_file, write_state_file
+from .checkpoint_storage import (
+    StateHandle,
+    read_state_file,
+    write_state_file,
+    write_state_file_from,
+)
 
 __all__ = [
     "ChannelStateCollector",
@@ -67,6 +72,8 @@ class ChannelStateCollector:
         self.recording: set[tuple[int, int]] = set()
         self.inputs: dict[tuple[int, int], ChannelStateEntry] = {}
         self.outputs: list[ChannelStateEntry] = []
+        #: rows decoded but not processed at the snapshot (``PENDING`` entries)
+        self.pending: list[ChannelStateEntry] = []
 
     @property
     def done(self) -> bool:
@@ -91,7 +98,7 @@ class ChannelStateCollector:
         """Entries worth storing: channels with data in flight, and the decoding state of
         every input channel (the producer's buffers of the channel may need its schema)."""
         inputs = [e for e in self.inputs.values() if e.buffers or e.schema or e.fragments]
-        return inputs + [e for e in self.outputs if e.buffers]
+        return self.pending + inputs + [e for e in self.outputs if e.buffers]
 
 
 class _PendingSnapshot:
@@ -223,20 +230,13 @@ class SubtaskCheckpointCoordinator:
             return None
         native = getattr(backend, "native_checkpoint", None)
         if native is not None and not barrier.flags & FLAG_SAVEPOINT and self.native:
-            index = self.task.info.index
-            name = f"chk-{barrier.checkpoint_id}-{operator_id[:16]}-{index}.mdb"
+            name = f"{operator_id[:16]}-{self.task.info.index}-state.mdb"
             location = barrier.location
 
-            def upload(path: str) -> StateHandle:  # on the copy's thread: I/O, no GIL
-                try:
-                    with pa.memory_map(path, "r") as source:
-                        return write_state_file(
-                            location, f"{operator_id[:16]}-{index}-state.mdb", source.read_buffer()
-                        )
-                finally:
-                    os.unlink(path)
+            def write(copy: Callable[[int], None]) -> StateHandle:  # on the copy's thread
+                return write_state_file_from(location, name, copy)
 
-            return native(os.path.join(self.task.info.working_dir, name), upload)
+            return native(write)
         return backend.snapshot_async()
 
     def pump(self) -> None:
@@ -266,7 +266,7 @@ class SubtaskCheckpointCoordinator:
         while self._pending:
             head = self._pending[0]
             if head.blocker is not None:
-                head.blocker.materialize()  # wait for the copy thread
+                head.blocker.join()  # wait for the copy thread
             elif not head.ready:
                 return  # in-flight data still to come: it cannot
             self.pump()
@@ -335,8 +335,7 @@ class SubtaskCheckpointCoordinator:
         finally:
             for _, _, keyed, _, _ in parts:
                 if isinstance(keyed, NativeCopy):
-                    if os.path.exists(keyed.path):
-                        keyed.cancel()
+                    keyed.cancel()
                 elif keyed is not None and keyed.pending:
                     keyed.cancel()
         task.control.send(

@@ -40,6 +40,7 @@ from .base import (
     StateSpec,
     aggregate_function_of,
     fast_type_check,
+    gc_paused,
     reduce_function_of,
 )
 
@@ -287,9 +288,14 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
 
     def _load_rows(self, spec: StateSpec, groups: list[dict], rows: pa.Table) -> None:
         """Deserialize snapshot rows into the per-key-group dicts."""
-        if spec.ttl is None and spec.kind in ("value", "reducing", "aggregating"):
-            self._load_plain_values(spec, groups, rows)
-            return
+        with gc_paused():
+            if spec.ttl is None and spec.kind in ("value", "reducing", "aggregating"):
+                self._load_plain_values(spec, groups, rows)
+            else:
+                self._load_any_rows(spec, groups, rows)
+
+    def _load_any_rows(self, spec: StateSpec, groups: list[dict], rows: pa.Table) -> None:
+        """Row by row: lists, maps, TTL."""
         decode_key = _cached_decoder(self.key_serializer.deserialize)
         decode_value = spec.value_serializer.deserialize  # type: ignore[union-attr]
         ttl = spec.ttl is not None
@@ -324,9 +330,8 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
     def _load_plain_values(self, spec: StateSpec, groups: list[dict], rows: pa.Table) -> None:
         """One value per key, no TTL: decode in bulk, insert run by run of equal key groups."""
         key_groups = rows.column("key_group").to_numpy()
-        keys = list(map(self.key_serializer.deserialize, rows.column("key").to_pylist()))
-        decode = spec.value_serializer.deserialize  # type: ignore[union-attr]
-        values = list(map(decode, rows.column("value").to_pylist()))
+        keys = self.key_serializer.deserialize_array(rows.column("key"))
+        values = spec.value_serializer.deserialize_array(rows.column("value"))  # type: ignore[union-attr]
         bounds = np.flatnonzero(np.diff(key_groups)) + 1
         starts = [0, *bounds.tolist()]
         ends = [*bounds.tolist(), len(keys)]

@@ -44,6 +44,7 @@ writes made after that point are invisible to it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -51,6 +52,7 @@ import re
 import shutil
 import struct
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
 from typing import Any
@@ -201,6 +203,7 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         self._seq = 0
         self._sids: dict[str, bytes] = {}
         self._handles: set[SnapshotHandle] = set()
+        self._bulk: list[tuple[pa.Array, pa.Array]] | None = None  #: rows of a bulk restore
         self._sweep_policies: dict[bytes, TtlPolicy] = {}
         self._sweep_every = 0
         self._sweep_count = 0
@@ -763,20 +766,24 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
 
     # -- native checkpoints ------------------------------------------------------------
 
-    def native_checkpoint(self, path: str, after: Callable[[str], Any] | None = None) -> NativeCopy:
-        """Copy the environment to ``path`` as of now, on a thread (a checkpoint).
+    def native_checkpoint(self, write: Callable[[Callable[[int], None]], Any]) -> NativeCopy:
+        """Copy the environment as of now, on a thread (a checkpoint).
 
         A checkpoint (not a savepoint) can be this compacted copy of the LMDB file: the
         content is fixed by a read transaction begun here, and ``mdb_env_copy`` writes it in
         C without the GIL while the task goes on processing. Restores turn it into the
         backend-neutral rows (:func:`~flowrun.state.backends.lmdb_native.native_streams`),
-        so it still restores at any parallelism and into either backend. ``after(path)``
-        runs on the same thread once the copy is written (e.g. uploading it), and its
-        return value is what :meth:`NativeCopy.result` returns.
+        so it still restores at any parallelism and into either backend.
+
+        ``write(copy)`` runs on the thread: it calls ``copy(fd)`` to write the copy into a
+        file descriptor (e.g. straight into checkpoint storage) and returns what
+        :meth:`NativeCopy.result` returns. The read transaction ends as soon as the copy is
+        written: while it is open LMDB cannot reuse the pages that writes free, so the
+        processing thread's writes would land on fresh pages for the whole upload.
         """
         self._check_open()
         self._commit()
-        copy = NativeCopy(self._env, self._env.begin(write=False), path, self._handles, after)
+        copy = NativeCopy(self._env, self._env.begin(write=False), self._handles, write)
         self._handles.add(copy)
         copy.start()
         return copy
@@ -810,11 +817,94 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
                 suffix,
                 pa.scalar(b"", pa.binary()),
             )
+            if self._bulk is not None:
+                self._bulk.append((full, batch.column(3)))
+                continue
             pairs = list(zip(full.to_pylist(), batch.column(3).to_pylist(), strict=True))
             # Rows of a snapshot stream come in storage-key order: when a chunk is sorted
             # and lies after everything stored, LMDB appends it (about twice as fast).
             self._put_many(pairs, append=n > 0 and _ascending(full))
         self._commit()
+
+    def _restore_streams(self, streams: Any) -> None:
+        """Restore; into an empty environment the rows are bulk loaded (:meth:`_bulk_load`)."""
+        self._commit()
+        with self._env.begin(db=self._db) as txn:
+            empty = txn.stat(self._db)["entries"] == 0
+        self._bulk = [] if empty and not self._handles else None
+        try:
+            super()._restore_streams(streams)
+            chunks = self._bulk
+            self._bulk = None
+            if chunks:
+                self._bulk_load(chunks)
+        finally:
+            self._bulk = None
+
+    def _bulk_load(self, chunks: list[tuple[pa.Array, pa.Array]]) -> None:
+        """Write the restored rows as the environment's B+tree pages (no Python object per
+        row, :mod:`.lmdb_pages`), or insert them when they are not in storage-key order or do
+        not fit LMDB nodes."""
+        from .lmdb_pages import PAGE_SIZE, Unfit, write_environment
+
+        keys = _concat_binary([k for k, _ in chunks])
+        values = _concat_binary([v for _, v in chunks])
+        if not _ascending(keys):
+            # Several states (or streams): each stream is in storage-key order, so a stable
+            # sort by key group and state id (the first 4 bytes) puts all rows in order.
+            data, offsets = _binary_parts(keys)
+            starts = offsets[:-1]
+            prefix = data[starts].astype(np.uint32) << 24
+            for i in (1, 2, 3):
+                prefix |= data[starts + i].astype(np.uint32) << (24 - 8 * i)
+            order = pa.array(np.argsort(prefix, kind="stable"))
+            keys, values = keys.take(order), values.take(order)
+        if self._env.stat()["psize"] == PAGE_SIZE and _ascending(keys):
+            with self._env.begin(db=self._meta_db) as txn:
+                meta = list(txn.cursor())
+            data = os.path.join(self.directory, "data.mdb")
+            scratch = data + ".bulk"
+            current = self.map_size
+
+            def map_size(pages: int) -> int:  # room for as much again, grown as _grow does
+                size = current
+                while size < 2 * pages * PAGE_SIZE:
+                    size += min(size, _MAX_GROWTH_STEP)
+                return size
+
+            databases = {
+                _META_DB: (
+                    pa.array([k for k, _ in meta], pa.binary()),
+                    pa.array([v for _, v in meta], pa.binary()),
+                ),
+                _STATE_DB: (keys, values),
+            }
+            try:
+                size = write_environment(scratch, databases, map_size)
+            except Unfit:
+                os.unlink(scratch)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(scratch)
+                raise StateBackendError(
+                    f"cannot write restored keyed state into {self.directory}: {exc}"
+                ) from exc
+            else:
+                self._reopen_with(scratch, data, size)
+                return
+        for key_chunk, value_chunk in chunks:
+            pairs = list(zip(key_chunk.to_pylist(), value_chunk.to_pylist(), strict=True))
+            self._put_many(pairs, append=_ascending(key_chunk))
+        self._commit()
+
+    def _reopen_with(self, scratch: str, data: str, map_size: int) -> None:
+        """Replace the (empty, closed) environment's data file with ``scratch`` and reopen."""
+        self._env.close()
+        os.replace(scratch, data)
+        self._env = self._lmdb_open(self.directory, map_size)
+        self._reserve(self._env, map_size)
+        self._db = self._env.open_db(_STATE_DB)
+        self._meta_db = self._env.open_db(_META_DB)
 
     def _put_many(self, pairs: list[tuple[bytes, bytes]], append: bool = False) -> None:
         txn = self._txn or self._begin()
@@ -899,11 +989,21 @@ def _slices(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
 
 
 def _binary_parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(data bytes, int64 offsets) of a freshly built binary array (offset 0, no nulls)."""
+    """(data bytes, int64 offsets) of a freshly built (large) binary array (offset 0, no
+    nulls)."""
     buffers = array.buffers()
-    offsets = np.frombuffer(buffers[1], dtype=np.int32)[: len(array) + 1].astype(np.int64)
+    width = np.int64 if array.type == pa.large_binary() else np.int32
+    offsets = np.frombuffer(buffers[1], dtype=width)[: len(array) + 1].astype(np.int64)
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else None
     return (data if data is not None else np.zeros(0, dtype=np.uint8)), offsets
+
+
+def _concat_binary(arrays: list[pa.Array]) -> pa.Array:
+    """One binary array of ``arrays``; large binary only past 32-bit offsets."""
+    total = sum(a.buffers()[2].size if a.buffers()[2] is not None else 0 for a in arrays)
+    if total >= 1 << 31:
+        arrays = [a.cast(pa.large_binary()) for a in arrays]
+    return pa.concat_arrays(arrays)
 
 
 def _ascending(keys: pa.Array) -> bool:
@@ -964,71 +1064,79 @@ class NativeCopy:
     """A compacted copy of an LMDB environment being written by a thread (a checkpoint).
 
     Kept among the backend's snapshot handles: the map may only move (grow) or close once
-    the copy's read transaction has ended, which :meth:`materialize` waits for.
+    the copy's read transaction has ended, which :meth:`materialize` waits for. That is as
+    soon as the copy is written; what ``write`` does afterwards (checksum, fsync) no longer
+    holds the environment.
     """
 
     def __init__(
         self,
         env: lmdb.Environment,
         txn: lmdb.Transaction,
-        path: str,
         handles: set,
-        after: Callable[[str], Any] | None = None,
+        write: Callable[[Callable[[int], None]], Any],
     ) -> None:
-        import threading
-
-        self.path = path
-        self.value: Any = path
-        self._after = after
+        self.value: Any = None
         self.error: BaseException | None = None
         self._env = env
-        self._txn = txn
+        self._txn: lmdb.Transaction | None = txn
         self._handles = handles
+        self._write = write
+        self._lock = threading.Lock()
+        self._copied = threading.Event()  #: set once the read transaction has ended
         self._thread = threading.Thread(target=self._run, name="lmdb-checkpoint", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def _copy(self, fd: int) -> None:
+        try:
+            self._env.copyfd(fd, compact=True, txn=self._txn)
+        finally:
+            self._end_txn()
+
+    def _end_txn(self) -> None:
+        with self._lock:
+            txn, self._txn = self._txn, None
+        if txn is not None:
+            try:
+                txn.abort()
+            except lmdb.Error:
+                pass
+        self._copied.set()
+
     def _run(self) -> None:
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                self._env.copyfd(fd, compact=True, txn=self._txn)
-            finally:
-                os.close(fd)
-            if self._after is not None:
-                self.value = self._after(self.path)
+            self.value = self._write(self._copy)
         except BaseException as exc:  # reported by result()
             self.error = exc
+        finally:
+            self._end_txn()  # in case write never called copy
 
     @property
     def done(self) -> bool:
         return not self._thread.is_alive()
 
     def materialize(self) -> None:
-        """Wait for the copy; end its read transaction."""
-        self._thread.join()
-        if self._txn is not None:
-            try:
-                self._txn.abort()
-            except lmdb.Error:
-                pass
-            self._txn = None
+        """Wait until the copy is written and its read transaction has ended."""
+        self._copied.wait()
         self._handles.discard(self)
 
-    def result(self) -> Any:
-        """The copy's path (or what ``after`` returned), once done; raises what failed."""
+    def join(self) -> None:
+        """Wait until ``write`` has returned."""
+        self._thread.join()
         self.materialize()
+
+    def result(self) -> Any:
+        """What ``write`` returned, once done; raises what failed."""
+        self.join()
         if self.error is not None:
             raise StateBackendError(f"LMDB checkpoint copy failed: {self.error}") from self.error
         return self.value
 
     def cancel(self) -> None:
-        self.materialize()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        """Drop the copy: wait for the thread, whatever it wrote is not referenced."""
+        self.join()
 
 
 def _split_rows(

@@ -20,7 +20,11 @@ Example::
     ...     "op", KeyGroupRange(0, 127), 128, Types.STRING(), os.path.join(tmp, "env"))
     >>> state = backend.get_state(ValueStateDescriptor("n", Types.LONG()))
     >>> backend.set_current_key("a"); state.update(7)
-    >>> path = backend.native_checkpoint(os.path.join(tmp, "copy.mdb")).result()
+    >>> path = os.path.join(tmp, "copy.mdb")
+    >>> def write(copy):  # on the copy's thread
+    ...     with open(path, "wb") as out:
+    ...         copy(out.fileno())
+    >>> backend.native_checkpoint(write).result()
     >>> [m.state_name for m, _ in map(read_stream_meta, native_streams(path, KeyGroupRange(0, 127)))]
     ['n']
     >>> backend.dispose()

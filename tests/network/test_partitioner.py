@@ -31,6 +31,7 @@ from flowrun.state.key_groups import (
     KeyGroupRange,
     assign_to_key_group,
     compute_operator_index_for_key_group,
+    hash_arrow,
 )
 
 
@@ -229,6 +230,17 @@ def test_arrow_partitioner_sliced_batch() -> None:
             continue
         for word in part.column("word").to_pylist():
             assert _expected_channel(word, 128, 3) == channel
+
+
+def test_arrow_partitioner_routes_by_a_precomputed_hash_column() -> None:
+    batch = _arrow_batch(400)
+    codes = pa.array(hash_arrow(batch.column("word")))
+    hashed = pa.RecordBatch.from_arrays([*batch.columns, codes], [*batch.schema.names, "h"])
+    plain = _setup(ArrowKeyGroupPartitioner("word", 128), 3)
+    with_codes = _setup(ArrowKeyGroupPartitioner("word", 128, hash_column="h"), 3)
+    expected = [_seqs(p) for p in plain.split_batch(batch)]
+    assert [_seqs(p) for p in with_codes.split_batch(hashed)] == expected
+    assert [_seqs(p) for p in with_codes.split_batch(batch)] == expected  # column absent
 
 
 def test_arrow_partitioner_missing_column_lists_the_schema() -> None:

@@ -142,7 +142,7 @@ TWO = os.path.join(os.path.dirname(__file__), "jobs", "two_pipelines.py")
 
 @pytest.mark.parametrize("strategy", ["region", "full"])
 def test_region_failover_restarts_only_the_failed_pipeline(tmp_path, strategy):
-    counts_a = _write_input(str(tmp_path / "a.txt"), 30_000, seed=3)
+    counts_a = _write_input(str(tmp_path / "a.txt"), 60_000, seed=3)
     counts_b = _write_input(str(tmp_path / "b.txt"), 30_000, seed=4)
     marks = tmp_path / "marks"
     marks.mkdir()

@@ -2,9 +2,11 @@
 itself with SIGKILL on its first attempt once a checkpoint completed and it saw more records.
 
 Usage: flowrun run checkpointed_count.py -p P -- INPUT KILL_AFTER [slow] [uid=U] [maxp=N]
-       [corrupt=CHECKPOINT_DIR]
+       [corrupt=CHECKPOINT_DIR] [crawl=N]
 Prints ``word count`` lines; the last line per word is that word's final count. ``slow``
 sleeps a millisecond every 200 records, so that a test can act while the job runs.
+``crawl=N``: subtask 0 takes half a millisecond per record for its first N records (of
+attempt 0), and is killed only if a checkpoint completes within them.
 """
 
 import glob
@@ -47,6 +49,14 @@ class Count(MapFunction):
         self.seen += 1
         if slow and self.seen % 200 == 0:
             time.sleep(0.001)
+        crawl = int(options.get("crawl", 0))
+        first = self.ctx.get_attempt_number() == 0 and self.ctx.get_index_of_this_subtask() == 0
+        if first and self.seen <= crawl:
+            if self.seen == 1:
+                self.completed = False  # only checkpoints completing from now on count
+            time.sleep(0.0005)
+            if self.completed:
+                os.kill(os.getpid(), signal.SIGKILL)
         if (
             kill_after >= 0
             and self.completed
