@@ -675,6 +675,32 @@ def test_map_growth_inside_one_huge_batch(lmdb_backends):
         assert s.value() == i
 
 
+def test_point_ops_switch_from_the_cursor_to_the_transaction_as_the_tree_grows(lmdb_backends):
+    # Small tree: value()/update() go through the write transaction's cursor; past
+    # _CURSOR_MAX_PAGES through the transaction itself. Both must read and write the same
+    # state, also across map growth and mid-batch commits.
+    b = lmdb_backends.create(map_size=32 << 10)
+    s = b.get_state(ValueStateDescriptor("v", Types.LONG()))
+    seen = set()
+    for lo in range(0, 200_000, 20_000):
+        b.begin_batch()
+        for i in range(lo, lo + 20_000):
+            b.set_current_key(i)
+            s.update((s.value() or 0) + i)
+        seen.add(type(b._point))
+        b.end_batch()
+    assert seen == {lmdb.Cursor, lmdb.Transaction}
+    assert b.grow_count > 0
+    b.begin_batch()
+    for i in range(0, 200_000, 3):  # read-modify-write on the large tree
+        b.set_current_key(i)
+        s.update(s.value() + 1)
+    b.end_batch()
+    for i in range(0, 200_000, 1):
+        b.set_current_key(i)
+        assert s.value() == i + (i % 3 == 0)
+
+
 def test_map_growth_replays_deletes_and_clears_in_order(lmdb_backends):
     b = lmdb_backends.create(map_size=32 << 10)
     s = b.get_state(ValueStateDescriptor("v", Types.LONG()))
