@@ -55,6 +55,7 @@ from flowrun.core.reprs import short_repr as _short_repr
 __all__ = [
     "DEFAULT_LOWER_BOUND_MAX_PARALLELISM",
     "UPPER_BOUND_MAX_PARALLELISM",
+    "KeyBatch",
     "KeyGroupRange",
     "UnhashableKeyError",
     "assign_key_groups",
@@ -599,6 +600,37 @@ def assign_key_groups(keys: Sequence[Any], max_parallelism: int) -> np.ndarray:
     """Key groups (int32 array) of a batch of Python keys."""
     check_parallelism(max_parallelism, "max parallelism")
     return murmur_hash(hash_keys(keys)) % np.int32(max_parallelism)
+
+
+class KeyBatch:
+    """The keys of one input batch, classified once, with their key groups.
+
+    Why: the keyed runtime hashes a batch's keys and then has its state backend check and
+    encode them; both need to know whether the keys are plain ints, and the backend needs
+    the key groups' range. Working that out once per batch, vectorised, keeps it out of
+    the per-record path. ``ints`` is the keys as an int64 array when every key is an exact
+    ``int`` (no bool, no numpy scalar) within int64, else None; ``groups`` the key groups
+    (int32 array) and ``group_list`` the same as Python ints.
+    """
+
+    __slots__ = ("keys", "ints", "groups", "group_list")
+
+    def __init__(self, keys: list, max_parallelism: int) -> None:
+        check_parallelism(max_parallelism, "max parallelism")
+        self.keys = keys
+        ints = None
+        if keys and set(map(type, keys)) == _JUST_INT:
+            try:
+                ints = np.array(keys, dtype=np.int64)
+            except OverflowError:
+                pass  # some key beyond int64: hashed as a BigInteger by hash_keys
+        self.ints = ints
+        hashes = _hash_keys_unsigned(keys) if ints is None else _hash_int64_values(ints)
+        self.groups = murmur_hash(hashes.view(np.int32)) % np.int32(max_parallelism)
+        self.group_list: list[int] = self.groups.tolist()
+
+
+_JUST_INT = {int}
 
 
 def assign_key_groups_arrow(array: pa.Array | pa.ChunkedArray, max_parallelism: int) -> np.ndarray:

@@ -236,6 +236,15 @@ class _Codec:
     def unpack_at(self, buf: Any, pos: int) -> Any:  # pragma: no cover - fixed only
         raise NotImplementedError
 
+    def int_layout(self) -> tuple[bytes, str] | None:
+        """``(prefix, struct format)`` with ``enc(v) == prefix + struct.pack(format, v)`` for
+        every exact ``int`` the format can hold, or None when the codec has no such form.
+
+        Why: a batch of int keys can then be encoded with one ``struct`` call per key, in a
+        comprehension, instead of going through the serializer's layers key by key.
+        """
+        return None
+
     def top_level(self, serialize: Callable, deserialize: Callable) -> tuple[Callable, Callable]:
         """Top-level ``(serialize, deserialize)`` functions, given the generic ones.
 
@@ -322,6 +331,9 @@ class _IntCodec(_Codec):
 
     def unpack_at(self, buf: Any, pos: int) -> int:
         return self._st.unpack_from(buf, pos)[0]
+
+    def int_layout(self) -> tuple[bytes, str] | None:
+        return b"", self._st.format
 
     def dec_fixed(self, data: np.ndarray, width: int) -> list | None:
         if width != self.width:
@@ -1277,6 +1289,9 @@ class _TaggedKeyCodec(_Codec):
     enc = staticmethod(_key_bytes)  # type: ignore[assignment]
     dec = staticmethod(_key_from_bytes)  # type: ignore[assignment]
 
+    def int_layout(self) -> tuple[bytes, str] | None:
+        return _BYTE[_T_INT], ">q"  # as _key_bytes: the tag, then the int64
+
     def dec_fixed(self, data: np.ndarray, width: int) -> list | None:
         # int keys (tag, then 8 big-endian bytes), the common case of keys restored in bulk
         if width != _TAG_INT.size:
@@ -1344,6 +1359,8 @@ class TypeSerializer:
         self._enc = codec.enc
         self._dec = codec.dec
         self._is_key = is_key
+        #: ``(prefix, struct format)`` of exact ints, or None (see ``_Codec.int_layout``)
+        self.int_layout = codec.int_layout()
         self._codec = codec
         # Per-record hot path: plain functions in the instance dict (they shadow the methods
         # below, which stay the generic reference) save a call level for common types.

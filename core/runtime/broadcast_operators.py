@@ -158,10 +158,9 @@ class KeyedBroadcastProcessOperator(KeyedOperator):
     def open(self) -> None:
         super().open()
         contexts = _BroadcastContexts(self, self.descriptors)
-        self._ctx = ctx = _KeyedReadOnlyContext(self, contexts)
+        self._ctx = _KeyedReadOnlyContext(self, contexts)
         self._bctx = _ReadWriteContext(contexts)
-        fn = self.function.process_element
-        self._call = lambda record, out: _emit_results(fn(record, ctx), out)
+        self._steps = [self.function.process_element]
 
     def process(self, records: list, input_index: int = 0) -> None:
         if input_index == 0:

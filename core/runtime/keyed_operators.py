@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowrun.state.key_groups import assign_key_groups
+from flowrun.state.key_groups import KeyBatch
 
 from ..functions import Function, TimeDomain
 from .operators import StreamOperator, _emit_results, _failed_record
@@ -60,18 +60,21 @@ class KeyedOperator(StreamOperator):
             self.backend.end_batch()
 
     # -- keys -----------------------------------------------------------------------
-    def _keys(self, records: list, input_index: int = 0) -> tuple[list, list]:
+    def _key_batch(self, records: list, input_index: int = 0) -> KeyBatch:
         it = iter(records)
         try:
             keys = list(map(self._key_fns[input_index], it))
         except Exception as exc:
             raise self.fail(_failed_record(records, it), exc) from exc
         try:
-            groups = assign_key_groups(keys, self.ctx.max_parallelism).tolist()
+            return KeyBatch(keys, self.ctx.max_parallelism)
         except TypeError as exc:  # UnhashableKeyError: find the record for the message
             bad = next((r for r, k in zip(records, keys, strict=True) if _bad_key(k)), None)
             raise self.fail(bad, exc) from exc
-        return keys, groups
+
+    def _keys(self, records: list, input_index: int = 0) -> tuple[list, list]:
+        batch = self._key_batch(records, input_index)
+        return batch.keys, batch.group_list
 
     def _read_batch(self, state: Any, keys: list, groups: list) -> dict:
         """Values of ``state`` for the batch's distinct keys (absent keys are left out).
@@ -86,28 +89,47 @@ class KeyedOperator(StreamOperator):
     def _write_batch(self, state: Any, current: dict) -> None:
         self.backend.write_values(state, current, self._batch_groups)
 
-    #: per-record work of subclasses that run user code: ``call(record, out)`` (one input)
-    _call: Any = None
-    #: or one per input (two-input operators)
-    _calls: Any = None
+    #: per-record work of each input: ``step(record, ctx)`` returns the record's outputs (an
+    #: iterable) or None. A process function's ``process_element`` is such a step itself, so
+    #: user code is called with no wrapper in between.
+    _steps: list = []
+    #: the second argument of every step (a process function's context)
+    _ctx: Any = None
 
     def process(self, records: list, input_index: int = 0) -> None:
-        """Run the per-record call of this input with each record's key as current key."""
-        call = self._calls[input_index] if self._calls is not None else self._call
-        keys, groups = self._keys(records, input_index)
-        set_key, out = self.set_current_key, []
+        """Run this input's step on each record, with the record's key as the current key.
+
+        The backend checks and encodes the batch's keys once (``prepare_keys``), so the
+        per-record call only stores the current key.
+        """
+        step, ctx = self._steps[input_index], self._ctx
+        batch = self._key_batch(records, input_index)
+        keys, groups = batch.keys, batch.group_list
+        backend = self.backend
+        tokens = backend.prepare_keys(batch)
+        if tokens is None:  # a key the batch check refused: the per-record call names it
+            set_key, tokens = self._set_key_checked, groups
+        else:
+            set_key = backend.set_prepared_key
+        out: list = []
+        extend = out.extend
         record = None
-        self.backend.begin_batch()
+        backend.begin_batch()
         try:
-            for key, group, record in zip(keys, groups, records, strict=True):
-                set_key(key, group)
-                call(record, out)
+            for key, group, token, record in zip(keys, groups, tokens, records, strict=True):
+                set_key(key, group, token)
+                results = step(record, ctx)
+                if results is not None:
+                    extend(results)
         except Exception as exc:
             raise self.fail(record, exc) from exc
         finally:
-            self.backend.end_batch()
+            backend.end_batch()
         if out:
             self.output.emit(out)
+
+    def _set_key_checked(self, key: Any, key_group: int, _token: Any) -> None:
+        self.backend.set_current_key(key, key_group)
 
     @property
     def current_key(self) -> Any:
@@ -175,7 +197,7 @@ class KeyedMapOperator(KeyedOperator):
 
         super().open()
         fn = as_map_fn(self.function)
-        self._call = lambda record, out: out.append(fn(record))
+        self._steps = [lambda record, _ctx: (fn(record),)]
 
 
 class KeyedFlatMapOperator(KeyedOperator):
@@ -184,7 +206,7 @@ class KeyedFlatMapOperator(KeyedOperator):
 
         super().open()
         fn = as_flat_map_fn(self.function)
-        self._call = lambda record, out: _emit_results(fn(record), out)
+        self._steps = [lambda record, _ctx: fn(record)]
 
 
 class KeyedFilterOperator(KeyedOperator):
@@ -193,12 +215,7 @@ class KeyedFilterOperator(KeyedOperator):
 
         super().open()
         fn = as_filter_fn(self.function)
-
-        def call(record: Any, out: list) -> None:
-            if fn(record):
-                out.append(record)
-
-        self._call = call
+        self._steps = [lambda record, _ctx: (record,) if fn(record) else None]
 
 
 class _KeyedContext:
@@ -228,9 +245,8 @@ class KeyedProcessOperator(KeyedOperator):
 
     def open(self) -> None:
         super().open()
-        self._ctx = ctx = _KeyedContext(self)
-        fn = self.function.process_element
-        self._call = lambda record, out: _emit_results(fn(record, ctx), out)
+        self._ctx = _KeyedContext(self)
+        self._steps = [self.function.process_element]
 
     def on_timer(self, timestamp: int, domain: TimeDomain, out: list) -> None:
         self._ctx._domain = domain
@@ -245,12 +261,8 @@ class KeyedCoProcessOperator(KeyedProcessOperator):
 
     def open(self) -> None:
         KeyedOperator.open(self)
-        self._ctx = ctx = _KeyedContext(self)
-        fn1, fn2 = self.function.process_element1, self.function.process_element2
-        self._calls = [
-            lambda record, out: _emit_results(fn1(record, ctx), out),
-            lambda record, out: _emit_results(fn2(record, ctx), out),
-        ]
+        self._ctx = _KeyedContext(self)
+        self._steps = [self.function.process_element1, self.function.process_element2]
 
 
 def _state_type(type_info: Any) -> Any:

@@ -9,8 +9,9 @@ groups of its :class:`~flowrun.state.key_groups.KeyGroupRange`. The runtime
   old parallelism: rows outside this subtask's key groups are dropped),
 * lets user code create state objects once (``get_state(descriptor)`` ... in ``open()``);
   every state object acts on the *current key*, which the runtime sets per record with
-  :meth:`~KeyedStateBackend.set_current_key` (passing the key group it already computed
-  vectorised for the batch),
+  :meth:`~KeyedStateBackend.set_prepared_key`, after the backend checked and encoded the
+  batch's keys once with :meth:`~KeyedStateBackend.prepare_keys` (timers and tests use
+  :meth:`~KeyedStateBackend.set_current_key`),
 * brackets every input batch with :meth:`~KeyedStateBackend.begin_batch` /
   :meth:`~KeyedStateBackend.end_batch` (LMDB: one write transaction per batch),
 * takes :meth:`~KeyedStateBackend.snapshot` at checkpoints: backend-neutral Arrow IPC streams
@@ -57,7 +58,7 @@ from flowrun.core.typeinfo import (
 )
 
 from ..descriptors import IncompatibleStateError, check_compatible
-from ..key_groups import KeyGroupRange, assign_to_key_group, check_parallelism
+from ..key_groups import KeyBatch, KeyGroupRange, assign_to_key_group, check_parallelism
 from ..serializers import StateTypeError, TypeSerializer, key_serializer_for, serializer_for
 from ..snapshot import KEYED_STATE_KINDS, StateMeta, filter_key_groups, read_stream
 from ..ttl import TtlPolicy, processing_time_ms, ttl_policy_for
@@ -364,6 +365,35 @@ class KeyedStateBackend(ABC):
     @abstractmethod
     def set_current_key(self, key: Any, key_group: int | None = None) -> None:
         """Make ``key`` the key every state object acts on; ``key_group`` if already known."""
+
+    def prepare_keys(self, batch: KeyBatch) -> Iterable[Any] | None:
+        """Per-record tokens for :meth:`set_prepared_key` (in key order), for a batch of keys.
+
+        Why: checking the key groups of a whole batch at once, and encoding its keys in one
+        pass, keeps that work out of the per-record call, which then only stores the current
+        key. None means "use :meth:`set_current_key` per record": a key is outside this
+        backend's range or cannot be encoded, and the per-record call raises the precise
+        error at the record that has it. This default only checks the range.
+        """
+        if not self._in_range(batch):
+            return None
+        return batch.group_list
+
+    def _in_range(self, batch: KeyBatch) -> bool:
+        """Whether every key group of ``batch`` belongs to this backend (vectorised)."""
+        groups = batch.groups
+        return not len(groups) or (
+            self.key_group_range.start <= int(groups.min())
+            and int(groups.max()) <= self.key_group_range.end
+        )
+
+    def set_prepared_key(self, key: Any, key_group: int, token: Any) -> None:
+        """:meth:`set_current_key` for a key of a batch passed to :meth:`prepare_keys`.
+
+        ``key_group`` is the key's entry in the batch's ``group_list``, ``token`` its entry in
+        what :meth:`prepare_keys` returned; nothing is checked again.
+        """
+        self.set_current_key(key, key_group)
 
     def get_current_key(self) -> Any:
         return self._current_key

@@ -116,6 +116,15 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
             for hook in self._record_hooks:
                 hook()
 
+    def set_prepared_key(self, key: Any, key_group: int, token: Any) -> None:
+        # prepare_keys (the base class's) checked the batch's key groups
+        self._current_key = key
+        self._current_key_group = key_group
+        self._slot = key_group - self._start
+        if self._record_hooks:
+            for hook in self._record_hooks:
+                hook()
+
     # -- bulk access -------------------------------------------------------------------
 
     def _slots_of(self, key_groups: dict) -> bool:

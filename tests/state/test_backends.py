@@ -15,6 +15,7 @@ import sys
 import textwrap
 
 import lmdb
+import numpy as np
 import pytest
 
 from flowrun.core.functions import AggregateFunction
@@ -42,7 +43,12 @@ from flowrun.state.backends import (
     StateBackendError,
     state_backend_from_name,
 )
-from flowrun.state.key_groups import KeyGroupRange, assign_to_key_group
+from flowrun.state.key_groups import (
+    KeyBatch,
+    KeyGroupRange,
+    assign_key_groups,
+    assign_to_key_group,
+)
 
 MAX_P = 128
 BACKENDS = ["hashmap", "lmdb"]
@@ -452,6 +458,114 @@ def test_declared_key_type(backends):
         b.snapshot()
 
 
+# ------------------------------------------------------------------------------------------
+# Keys prepared once per batch (prepare_keys / set_prepared_key), int values
+# ------------------------------------------------------------------------------------------
+
+
+def _prepare(b, keys):
+    batch = KeyBatch(keys, MAX_P)
+    assert batch.group_list == assign_key_groups(keys, MAX_P).tolist()
+    return batch.group_list, b.prepare_keys(batch)
+
+
+@pytest.mark.parametrize(
+    "key_type, keys",
+    [
+        (None, [0, 1, -1, 7, 1, 2**63 - 1, -(2**63)]),
+        (None, [0, 2**64, -(2**70), 5, 2**64]),  # beyond int64: the big-int encoding
+        (None, ["a", "b", "", "a", "\ud800"]),
+        (None, [("a", 1), ("b", 2), ("a", 1)]),
+        (None, [1, "1", None, 2.5]),
+        (Types.LONG(), [3, -3, 2**40, 3]),
+        (Types.INT(), [3, -3, 2**31 - 1, -(2**31)]),
+        (Types.STRING(), ["x", "y", "x"]),
+    ],
+)
+def test_prepared_keys_address_the_same_state_as_set_current_key(backends, key_type, keys):
+    b = backends.create(key_type=key_type)
+    s = b.get_state(ValueStateDescriptor("v", Types.LONG()))
+    groups, tokens = _prepare(b, keys)
+    assert tokens is not None
+    b.begin_batch()
+    for i, (key, group, token) in enumerate(zip(keys, groups, tokens, strict=True)):
+        b.set_prepared_key(key, group, token)
+        assert b.get_current_key() is key and b.get_current_key_group() == group
+        s.update((s.value() or 0) + i + 1)
+    b.end_batch()
+    expected: dict = {}
+    for i, key in enumerate(keys):
+        expected[key] = expected.get(key, 0) + i + 1
+    for key, total in expected.items():
+        b.set_current_key(key)  # the per-key path, key group computed here
+        assert s.value() == total, key
+    assert sorted(map(repr, b.keys("v"))) == sorted(map(repr, expected))
+
+
+def test_prepare_keys_leaves_bad_batches_to_set_current_key(backends):
+    b = backends.create(KeyGroupRange(0, 9))
+    inside = [k for k in range(200) if assign_to_key_group(k, MAX_P) <= 9][:3]
+    outside = next(k for k in range(1000) if assign_to_key_group(k, MAX_P) > 9)
+    assert list(_prepare(b, [])[1]) == []
+    assert _prepare(b, inside)[1] is not None
+    assert _prepare(b, [*inside, outside])[1] is None
+    with pytest.raises(ValueError, match="outside"):
+        b.set_current_key(outside)
+
+
+def test_lmdb_prepared_int_keys_are_the_serializer_bytes(lmdb_backends):
+    b = lmdb_backends.create()
+    keys = [1, True, 0, False, -1, 2**63, 1.0, np.int64(1), None]  # equal in Python, not keys
+    _, tokens = _prepare(b, keys)
+    assert list(tokens) == [b._klp_of(k) for k in keys]
+    assert len(set(b._klp_of(k) for k in [1, True, 1.0])) == 3
+    declared = lmdb_backends.create(key_type=Types.INT(), op="int-keys")
+    assert _prepare(declared, [1, 2**40])[1] is None
+    assert list(_prepare(declared, [1, -(2**31)])[1]) == [
+        declared._klp_of(1),
+        declared._klp_of(-(2**31)),
+    ]
+    with pytest.raises(TypeError, match="does not match the key type"):
+        declared.set_current_key(2**40)
+
+
+@pytest.mark.parametrize(
+    "type_info, good, bad",
+    [
+        (Types.LONG(), [0, -1, 2**63 - 1, -(2**63), np.int64(5)], [True, 2**63, 1.5, "1"]),
+        (Types.INT(), [2**31 - 1, -(2**31), np.int32(-3)], [2**31, False, 2.0]),
+        (Types.SHORT(), [2**15 - 1, -(2**15)], [2**15]),
+        (Types.BYTE(), [127, -128], [128, -129]),
+    ],
+)
+def test_int_values_exact_and_refused_as_the_serializer_does(backends, type_info, good, bad):
+    b = backends.create()
+    s = b.get_state(ValueStateDescriptor("v", type_info))
+    b.begin_batch()
+    for i, value in enumerate(good):
+        b.set_current_key(i)
+        s.update(value)
+        assert s.value() == value
+    for value in bad:
+        b.set_current_key("bad")
+        with pytest.raises(StateTypeError):
+            s.update(value)
+        assert s.value() is None
+    b.end_batch()
+    for i, value in enumerate(good):
+        b.set_current_key(i)
+        assert s.value() == value and type(s.value()) in (int, type(value))
+
+
+def test_lmdb_malformed_int_value_is_a_clear_error(lmdb_backends):
+    b = lmdb_backends.create()
+    s = b.get_state(ValueStateDescriptor("v", Types.LONG()))
+    b.set_current_key("k")
+    b._put(s._key(), b"\x01\x02\x03")
+    with pytest.raises(ValueError, match="malformed state bytes for Long"):
+        s.value()
+
+
 def test_backend_from_name(tmp_path):
     assert isinstance(state_backend_from_name("hashmap"), HashMapStateBackend)
     assert isinstance(state_backend_from_name(" LMDB "), EmbeddedLmdbStateBackend)
@@ -559,6 +673,76 @@ def test_map_growth_inside_one_huge_batch(lmdb_backends):
     for i in range(0, 150_000, 7):
         b.set_current_key(i)
         assert s.value() == i
+
+
+def test_point_ops_switch_from_the_cursor_to_the_transaction_as_the_tree_grows(lmdb_backends):
+    # Small tree: value()/update() go through the write transaction's cursor; past
+    # _CURSOR_MAX_PAGES through the transaction itself. Both must read and write the same
+    # state, also across map growth and mid-batch commits.
+    b = lmdb_backends.create(map_size=32 << 10)
+    s = b.get_state(ValueStateDescriptor("v", Types.LONG()))
+    seen = set()
+    for lo in range(0, 200_000, 20_000):
+        b.begin_batch()
+        for i in range(lo, lo + 20_000):
+            b.set_current_key(i)
+            s.update((s.value() or 0) + i)
+        seen.add(type(b._point))
+        b.end_batch()
+    assert seen == {lmdb.Cursor, lmdb.Transaction}
+    assert b.grow_count > 0
+    b.begin_batch()
+    for i in range(0, 200_000, 3):  # read-modify-write on the large tree
+        b.set_current_key(i)
+        s.update(s.value() + 1)
+    b.end_batch()
+    for i in range(0, 200_000, 1):
+        b.set_current_key(i)
+        assert s.value() == i + (i % 3 == 0)
+
+
+def test_map_growth_replays_deletes_and_clears_in_order(lmdb_backends):
+    b = lmdb_backends.create(map_size=32 << 10)
+    s = b.get_state(ValueStateDescriptor("v", Types.LONG()))
+    lst = b.get_list_state(ListStateDescriptor("l", Types.INT()))
+    m = b.get_map_state(MapStateDescriptor("m", Types.INT(), Types.STRING()))
+    model: dict = {}  # expected values, kept apart from the backend
+    lists: dict = {}
+    grown_at = []
+    b.begin_batch()  # one batch: every growth replays everything written before it
+    for i in range(20_000):
+        key = i % 50  # revisited often: puts, deletes and clears of one key between growths
+        b.set_current_key(key)
+        assert s.value() == model.get(key), i  # reads after a growth see the replayed log
+        assert lst.get() == lists.get(key, []), i
+        if i % 7 == 0:
+            s.clear()
+            model[key] = None
+        elif i % 11 == 0:
+            s.update(None)
+            model[key] = None
+        else:
+            model[key] = (model.get(key) or 0) + i
+            s.update(model[key])
+        if i % 3:
+            lst.update([i, i + 1])
+            lists[key] = [i, i + 1]
+        else:
+            lst.clear()
+            lists[key] = []
+        grows = b.grow_count
+        b.set_current_key("growing")
+        m.put(i, "x" * 40)  # the state grows all along, so the map keeps growing
+        if b.grow_count > grows:
+            grown_at.append(i)
+    b.end_batch()
+    assert len(grown_at) >= 4 and grown_at[-1] > 5000, grown_at
+    for key, value in model.items():
+        b.set_current_key(key)
+        assert s.value() == value
+        assert lst.get() == lists[key]
+    b.set_current_key("growing")
+    assert len(m.keys()) == 20_000
 
 
 def test_growth_while_a_snapshot_is_pending(lmdb_backends):

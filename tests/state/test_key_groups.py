@@ -19,6 +19,7 @@ import pytest
 
 import flowrun.state.key_groups as kg
 from flowrun.state.key_groups import (
+    KeyBatch,
     KeyGroupRange,
     UnhashableKeyError,
     assign_key_groups,
@@ -635,3 +636,26 @@ def test_flowrun_rows_hash_like_tuples_of_their_values() -> None:
     assert hash_keys(rows).tolist() == [java_hash(("a", i)) for i in range(50)]
     mixed = [Row("a", 1), ("a", 1), Row(1.5)]
     assert hash_keys(mixed).tolist() == [java_hash(("a", 1))] * 2 + [java_hash((1.5,))]
+
+
+@pytest.mark.parametrize(
+    "keys, plain_ints",
+    [
+        ([1, -2, 2**63 - 1, -(2**63), 7], True),
+        ([1, 2**63], False),  # beyond int64: BigInteger hashing
+        ([1, True], False),  # a bool is not an int key
+        ([1, np.int64(2)], False),
+        (["a", None, "b"], False),
+        ([(1, "a"), (2, "b")], False),
+        ([1.5, float("nan")], False),
+        ([], False),
+    ],
+)
+def test_key_batch_matches_assign_key_groups(keys, plain_ints):
+    batch = KeyBatch(keys, 128)
+    assert batch.keys is keys
+    assert batch.group_list == assign_key_groups(keys, 128).tolist()
+    assert batch.groups.tolist() == batch.group_list
+    assert (batch.ints is not None) == plain_ints
+    if plain_ints:
+        assert batch.ints.tolist() == keys
