@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from flowrun.core import MapFunction, StreamExecutionEnvironment, Types
+from flowrun.core import FlatMapFunction, MapFunction, StreamExecutionEnvironment, Types
 from flowrun.state import ValueStateDescriptor
 
 path, kill_after = sys.argv[1], int(sys.argv[2])
@@ -70,13 +70,33 @@ class Count(MapFunction):
         return f"{word} {n}"
 
 
+class Split(FlatMapFunction):
+    """Splits lines; on the first attempt of a job that kills itself, slowly until a
+    checkpoint completed, so that one completes before the input is in the buffers (an
+    aligned barrier would queue behind all of it) however fast the engine is."""
+
+    def open(self, runtime_context):
+        fails = kill_after >= 0 or "corrupt" in options
+        self.first = fails and runtime_context.get_attempt_number() == 0
+        self.needed = 3 if "corrupt" in options else 1  # corrupt= acts on checkpoint 3
+        self.completed = 0
+
+    def notify_checkpoint_complete(self, checkpoint_id):
+        self.completed += 1
+
+    def flat_map(self, line):
+        if self.first and self.completed < self.needed:
+            time.sleep(0.0002)
+        yield from line.split()
+
+
 env = StreamExecutionEnvironment.get_execution_environment()
 env.enable_checkpointing(50)
 if "maxp" in options:
     env.set_max_parallelism(int(options["maxp"]))
 (
     env.read_text_file(path)
-    .flat_map(lambda line: line.split(), output_type=Types.STRING())
+    .flat_map(Split(), output_type=Types.STRING())
     .key_by(lambda w: w)
     .map(Count(), output_type=Types.STRING())
     .uid(options.get("uid", "count"))
