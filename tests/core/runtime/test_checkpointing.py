@@ -374,10 +374,24 @@ class _CountKillOnce:
 
 
 def test_execute_and_collect_is_exactly_once_across_a_restart(tmp_path):
-    from flowrun.core import MapFunction, StreamExecutionEnvironment, Types
+    from flowrun.core import FlatMapFunction, MapFunction, StreamExecutionEnvironment, Types
 
     class CountKillOnce(_CountKillOnce, MapFunction):
         marker = str(tmp_path / "killed")
+
+    class SplitUntilCheckpoint(FlatMapFunction):
+        # A source that has ended injects no more barriers, and its consumers then complete
+        # checkpoints only when they end too: read slowly until one completed.
+        def open(self, runtime_context):
+            self.slow = runtime_context.get_attempt_number() == 0
+
+        def notify_checkpoint_complete(self, checkpoint_id):
+            self.slow = False
+
+        def flat_map(self, line):
+            if self.slow:
+                time.sleep(0.0002)
+            yield from line.split()
 
     counts = _words(str(tmp_path / "in.txt"), 10_000)
     env = StreamExecutionEnvironment.get_execution_environment()
@@ -392,7 +406,7 @@ def test_execute_and_collect_is_exactly_once_across_a_restart(tmp_path):
     conf.set_string("rest.port", "0")
     collected = (
         env.read_text_file(str(tmp_path / "in.txt"))
-        .flat_map(lambda line: line.split(), output_type=Types.STRING())
+        .flat_map(SplitUntilCheckpoint(), output_type=Types.STRING())
         .key_by(lambda w: w)
         .map(CountKillOnce(), output_type=Types.STRING())
         .execute_and_collect(limit=10**9)
