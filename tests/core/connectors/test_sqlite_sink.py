@@ -260,13 +260,28 @@ class KillOnce(MapFunction):
         return pair
 
 
+class PairUntilCheckpoint(MapFunction):
+    # A source that has ended injects no more barriers: produce slowly until a checkpoint
+    # completed, so that one completes mid-stream however fast the engine is.
+    def open(self, runtime_context):
+        self.slow = runtime_context.get_attempt_number() == 0
+
+    def notify_checkpoint_complete(self, checkpoint_id):
+        self.slow = False
+
+    def map(self, x):
+        if self.slow:
+            time.sleep(0.0002)
+        return (f"w{x % 37}", 1)
+
+
 pair = Types.TUPLE([Types.STRING(), Types.LONG()])
 env = StreamExecutionEnvironment.get_execution_environment()
 env.set_parallelism(2)
 env.enable_checkpointing(50)
 (
     env.from_source(NumberSequenceSource(1, n), None, "numbers")
-    .map(lambda x: (f"w{x % 37}", 1), output_type=pair)
+    .map(PairUntilCheckpoint(), output_type=pair)
     .key_by(lambda p: p[0])
     .reduce(lambda a, b: (a[0], a[1] + b[1]))
     .map(KillOnce(), output_type=pair)
