@@ -61,6 +61,8 @@ __all__ = [
 # Imported on first use (PEP 562): the backends pull in LMDB, the snapshot format and
 # pyarrow.compute, which the JobManager process (building and supervising the job) never
 # needs; only subtasks do, and the fork server has them loaded already.
+from flowrun.core.lazy_exports import lazy_attributes  # noqa: E402
+
 _LAZY = {
     "EmbeddedLmdbStateBackend": ".backends",
     "HashMapStateBackend": ".backends",
@@ -72,16 +74,4 @@ _LAZY = {
 __all__ += list(_LAZY)
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -15,6 +15,8 @@ Example::
     [1, 2, 3, 4, 5]
 """
 
+from flowrun.core.lazy_exports import lazy_attributes
+
 # Imported on first use (PEP 562): a job imports the one connector it uses, not all of them
 # (Parquet, SQLite, sockets...), which keeps the JobManager process's start-up short.
 _LAZY = {
@@ -80,16 +82,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
