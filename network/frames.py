@@ -89,6 +89,9 @@ class EventKind(IntEnum):
     CHECKPOINT_BARRIER = 2  #: reserved for checkpoints
     WATERMARK = 3  #: reserved for event time
     CANCEL_CHECKPOINT = 4  #: reserved for checkpoints
+    #: the producer's input ended (Flink's EndOfData): no more records, but barriers still
+    #: follow until the final checkpoint, then END_OF_PARTITION
+    END_OF_DATA = 5
 
 
 def _pad8(n: int) -> int:

@@ -36,6 +36,7 @@ class InputChannel:
         "peer_subpartition",
         "queue",
         "ended",
+        "data_ended",
         "fragments",
         "in_ready",
         "batches",
@@ -48,6 +49,8 @@ class InputChannel:
         self.peer_subpartition = peer_subpartition
         self.queue: deque[tuple[int, int]] = deque()
         self.ended = False
+        #: END_OF_DATA received: only barriers and the end of partition follow
+        self.data_ended = False
         self.fragments: list[bytes] | None = None
         self.in_ready = False
         self.batches = BatchReader()  #: the channel's schema, parsed once
@@ -167,6 +170,10 @@ class InputGate:
 
     def all_ended(self) -> bool:
         return all(ch.ended for ch in self.channels)
+
+    def all_data_ended(self) -> bool:
+        """No channel will deliver records any more (end of data or of partition)."""
+        return all(ch.data_ended or ch.ended for ch in self.channels)
 
 
 def read_frames(

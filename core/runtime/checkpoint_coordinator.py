@@ -1,8 +1,8 @@
 """The JobManager side of checkpoints (Flink's CheckpointCoordinator).
 
 It decides when a checkpoint starts (interval, min pause, max concurrent), tells the source
-subtasks to inject barrier *n* (and subtasks that already reached their end to snapshot
-directly: nothing flows through them any more), collects one acknowledgement per subtask
+subtasks to inject barrier *n* (also sources whose input ended: the barrier follows their
+END_OF_DATA, so tasks downstream still complete checkpoints), collects one acknowledgement per subtask
 with the handles of the files it wrote, and completes the checkpoint by writing
 ``_metadata`` -- last and atomically, so a checkpoint without it does not exist -- and
 notifying every subtask. Timeouts and declines abort a checkpoint; more consecutive failures
@@ -206,7 +206,7 @@ class CheckpointCoordinator:
             for task in self.tasks.values():
                 self.send(task.task_id, ("checkpoint_location", barrier))
         for task in self.tasks.values():
-            if task.is_source or task.task_id in self.ended:
+            if task.is_source:
                 self.send(task.task_id, ("trigger_checkpoint", barrier))
         return cid
 
@@ -226,17 +226,12 @@ class CheckpointCoordinator:
             self._fail(pending, f"declined by subtask {task_id}: {reason}", count=True)
 
     def on_end_reached(self, task_id: int) -> None:
-        """A subtask reached its end: it snapshots pending checkpoints directly from now on."""
+        """A subtask reached its end of data; once all have, the final checkpoint follows.
+
+        It stays up and takes part in checkpoints as before: barriers follow its
+        END_OF_DATA downstream (FLIP-147's checkpoints after tasks finished).
+        """
         self.ended.add(task_id)
-        for pending in sorted(self.pending.values(), key=lambda p: p.checkpoint_id):
-            if task_id in pending.waiting:
-                barrier = (
-                    pending.checkpoint_id,
-                    pending.timestamp,
-                    FLAG_SAVEPOINT if pending.is_savepoint else 0,
-                    pending.location,
-                )
-                self.send(task_id, ("trigger_checkpoint", barrier))
 
     @property
     def all_ended(self) -> bool:

@@ -325,7 +325,7 @@ class StreamTask:
         self.operators: list[StreamOperator] = []
         #: JobManager messages served at the loop's safe points (between batches)
         self._mail: deque = deque()
-        self._ended = False  #: end of partition sent downstream
+        self._ended = False  #: end of data sent downstream (END_OF_DATA, periodic only)
         self._finish_requested = False
         self._source_stopped = False
         self.checkpointer = None
@@ -365,14 +365,14 @@ class StreamTask:
                 barrier = Barrier(*message[1])
                 if barrier.flags & FLAG_STOP and self.spec.is_source:
                     self._source_stopped = True  # stop-with-savepoint: nothing after it
-                # A running source starts the barrier; a task that already ended (or any
-                # task at the final checkpoint) just snapshots, nothing flows any more.
+                # Only sources are triggered: they start the barrier, also after their
+                # end of data (it follows END_OF_DATA downstream, see _end_of_data).
                 channels = None
-                if barrier.flags & FLAG_UNALIGNED and not self._ended:
+                if barrier.flags & FLAG_UNALIGNED:
                     from .subtask_checkpoint_coordinator import ChannelStateCollector
 
                     channels = ChannelStateCollector(barrier.checkpoint_id)
-                self.checkpointer.checkpoint(barrier, barrier.location, not self._ended, channels)
+                self.checkpointer.checkpoint(barrier, barrier.location, True, channels)
             elif kind == "abort_checkpoint":
                 cid = message[1]
                 if self._unaligned is not None and self._unaligned.checkpoint_id <= cid:
@@ -785,6 +785,8 @@ class StreamTask:
                                 self._unaligned.ended((gate_index, channel))
                                 if self._unaligned.done:
                                     self._unaligned = None
+                        elif event == EventKind.END_OF_DATA:
+                            gate.channels[channel].data_ended = True
                         elif event == EventKind.CHECKPOINT_BARRIER:
                             barrier = Barrier.decode(payload)
                             if barriers is not None and barriers.exactly_once:
@@ -832,6 +834,13 @@ class StreamTask:
             if checkpointer is not None and checkpointer.busy:
                 checkpointer.pump_for(_PUMP_SECONDS)
                 progressed = True
+            if periodic:
+                # After the end of data, the loop goes on for the barriers that follow it,
+                # until the JobManager lets the task finish (after the final checkpoint).
+                if not self._ended and all(g.all_data_ended() for g in gates):
+                    self._end_of_data()
+                if self._finish_requested:
+                    break
             if self.keyed_operators:
                 self._fire_timers()
             now = time.monotonic()
@@ -900,13 +909,13 @@ class StreamTask:
         return mini_batch
 
     def _finish(self) -> None:
+        if self.periodic:
+            self._finish_with_final_checkpoint()
+            return
         for operator in self.operators:
             operator.end_input()
         for operator in self.flushables:
             operator.flush()
-        if self.periodic:
-            self._finish_with_final_checkpoint()
-            return
         for operator in self.operators:
             operator.close()
         # Every producer has sent its end of partition, so none writes again: buffers
@@ -920,27 +929,38 @@ class StreamTask:
         while not self.net.outputs_drained():
             self.wait_io(1.0)
 
+    def _end_of_data(self) -> None:
+        """The input ended (with periodic checkpoints): tell downstream and the JobManager.
+
+        As Flink's EndOfData (FLIP-147): the task ends its operators' input and sends
+        END_OF_DATA, but stays up. Checkpoints go on through it -- a source still injects
+        barriers when triggered, the others receive them behind END_OF_DATA -- so that a
+        slow downstream task that is still working through its input keeps completing
+        checkpoints after the sources ended.
+        """
+        for operator in self.operators:
+            operator.end_input()
+        for operator in self.flushables:
+            operator.flush()
+        for partition in self.net.partitions:
+            partition.broadcast_event(EventKind.END_OF_DATA)
+        self._ended = True
+        self.control.send(("end_reached",))
+
     def _finish_with_final_checkpoint(self) -> None:
         """End of input with checkpointing: output becomes final with a last checkpoint.
 
-        Flink's final checkpoint (FLIP-147): the task tells the JobManager it reached its
-        end and keeps serving checkpoint mail; when every task has, the JobManager takes a
-        checkpoint of all of them (nothing is in flight any more), notifies its completion
-        -- exactly-once sinks commit here -- and then lets the tasks finish. A failure
-        before that restarts from a checkpoint that does not contain the uncommitted
-        output, so nothing is written twice.
+        Flink's final checkpoint (FLIP-147): the task sends END_OF_DATA, tells the JobManager
+        it reached its end and keeps serving checkpoints; when every task has, the
+        JobManager takes a checkpoint of all of them (its barriers follow END_OF_DATA, so
+        nothing is in flight behind them), notifies its completion -- exactly-once sinks
+        commit here -- and then lets the tasks finish: END_OF_PARTITION goes out and the
+        task waits for its own inputs' ends. A failure before that restarts from a
+        checkpoint that does not contain the uncommitted output, so nothing is written twice.
         """
-        for partition in self.net.partitions:
-            partition.broadcast_event(EventKind.END_OF_PARTITION)
-        self._ended = True
+        if not self._ended:
+            self._end_of_data()
         checkpointer = self.checkpointer
-        while not self.net.outputs_drained():
-            self.wait_io(0.0 if checkpointer.busy else (0.05 if checkpointer.waiting else 1.0))
-            if self._mail:
-                self._process_mail()
-            checkpointer.pump_for(_PUMP_SECONDS)
-        checkpointer.complete_all()
-        self.control.send(("end_reached",))
         while not self._finish_requested:
             if self._mail:
                 self._process_mail()
@@ -950,6 +970,8 @@ class StreamTask:
                 self.wait_io(0.0)
                 continue
             self.wait_io(0.05 if checkpointer.waiting else 1.0)
+        while checkpointer.busy:  # a snapshot of this task still being written
+            checkpointer.pump_for(_PUMP_SECONDS)
         for operator in self.operators:
             final_commit = getattr(operator, "final_commit", None)
             if final_commit is not None:
@@ -962,6 +984,40 @@ class StreamTask:
             gate.recycle(channel, buffer)
         self._held = []
         self._close_backends()
+        for partition in self.net.partitions:
+            partition.broadcast_event(EventKind.END_OF_PARTITION)
+        self._drain_inputs()
+        while not self.net.outputs_drained():
+            self.wait_io(1.0)
+
+    def _drain_inputs(self) -> None:
+        """Read the input channels up to their end of partition, after the final checkpoint.
+
+        Only events are left in them (a producer sends nothing after END_OF_DATA but
+        barriers); reading them returns the producers' buffers, which they wait for.
+        """
+        gates = self.net.gates
+        for gate in gates:
+            gate.unblock_all()
+        while not all(g.all_ended() for g in gates):
+            self.net.process_doorbell()
+            progressed = False
+            for gate in gates:
+                while (polled := gate.poll()) is not None:
+                    progressed = True
+                    channel, buffer, memory = polled
+                    for kind, _batch, event, _payload in gate.read(channel, memory, True):
+                        if kind == FrameKind.BATCH:
+                            raise RuntimeError(
+                                f"{self.spec.vertex_name} ({self.subtask}) received records "
+                                "after the end of data of its input"
+                            )
+                        if event == EventKind.END_OF_PARTITION:
+                            gate.channels[channel].ended = True
+                    del memory
+                    gate.recycle(channel, buffer)
+            if not progressed:
+                self.wait_io(1.0)
 
     def metrics(self) -> dict:
         stats = self.net.stats

@@ -130,19 +130,26 @@ def test_a_completed_checkpoint_resets_the_failure_count_and_subsumes_older(tmp_
     assert c.failed_in_a_row == 0
 
 
-def test_ended_tasks_snapshot_directly_and_the_final_checkpoint(tmp_path):
+def test_ended_tasks_get_barriers_from_their_sources_up_to_the_final_checkpoint(tmp_path):
     clock = Clock()
     c, sent = _coordinator(tmp_path, clock)
     clock.now += 1.0
     c.poll()
-    c.on_end_reached(2)  # ended before barrier 1 reached it: triggered directly
-    assert (2, 1, 0) in _triggers(sent)
+    c.on_end_reached(2)  # its barrier follows its END_OF_DATA: no direct trigger
+    assert _triggers(sent) == [(0, 1, 0)]
     _ack(c, 1)
-    for task in (0, 1):
-        c.on_end_reached(task)
+    c.on_end_reached(0)  # a source that ended is still triggered (it emits the barrier)
+    clock.now += 1.0
+    c.poll()
+    assert [t for t, n, _ in _triggers(sent) if n == 2] == [0]
+    _ack(c, 2)
+    c.on_end_reached(1)
     assert c.all_ended
+    clock.now += 1.0
+    c.poll()
+    assert 3 not in c.pending  # no periodic checkpoint once every task ended
     cid = c.trigger(final=True)
-    assert {t for t, n, _ in _triggers(sent) if n == cid} == {0, 1, 2}
+    assert [t for t, n, _ in _triggers(sent) if n == cid] == [0]
     _ack(c, cid)
     assert c.final_done
 

@@ -114,6 +114,38 @@ def test_an_unaligned_checkpoint_completes_while_a_slow_operator_works_through_a
     assert _final_counts(out) == dict(expected)
 
 
+def test_an_unaligned_checkpoint_completes_after_the_sources_ended(tmp_path):
+    # FLIP-147: 2,000 lines fit in the network buffers, so the source reads them all and
+    # reaches its end before the first checkpoint is triggered, while the counting map
+    # crawls through them at half a millisecond per word. The source, ended but still up,
+    # injects the barrier behind its END_OF_DATA; unaligned, it overtakes the queued words
+    # and the checkpoint completes while the map works. The job kills the map's subtask 0
+    # only when a checkpoint completes within its first 4,000 words: the restart proves
+    # one did, and the recovered result must be exact.
+    expected = _words(str(tmp_path / "in.txt"), 2_000)
+    code, out, err = run_flowrun(
+        [
+            "run",
+            JOB,
+            "-p",
+            "2",
+            "-D",
+            "execution.checkpointing.unaligned=true",
+            "-D",
+            "restart-strategy=fixed-delay",
+            "-D",
+            "restart-strategy.fixed-delay.delay=0",
+            "--",
+            str(tmp_path / "in.txt"),
+            "-1",
+            "crawl=4000",
+        ],
+    )
+    assert code == 0, err
+    assert "restarting (attempt 1)" in err and "from checkpoint" in err, err
+    assert _final_counts(out) == dict(expected)
+
+
 def _merge_final(*outputs: str) -> dict[str, int]:
     merged: dict[str, int] = {}
     for out in outputs:
