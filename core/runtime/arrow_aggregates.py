@@ -12,6 +12,11 @@ batch costs a few vectorised operations and no Python object per key. They reach
 through the operator's keyed state backend: the totals of the keys changed since the previous
 checkpoint are written into a ValueState (by key group) when a checkpoint is taken, and a
 restore reads them back, at any parallelism, from whichever backend wrote them.
+
+The arrays are a bounded cache of that state, not all of it: past :data:`MAX_KEYS_IN_MEMORY`
+keys the changed totals are written back and the arrays start empty, and from then on (and
+after a restore) a key entering the arrays first reads its total from the backend -- so with
+LMDB the number of keys is bounded by the disk, not by memory.
 """
 
 from __future__ import annotations
@@ -27,7 +32,18 @@ from flowrun.state.key_groups import assign_key_groups_arrow, hash_arrow
 from .key_slots import KeySlots
 from .operators import StreamOperator, _batch_summary
 
-__all__ = ["KEY_HASH_COLUMN", "ArrowKeyedAggregateOperator", "ArrowLocalAggregateOperator"]
+__all__ = [
+    "KEY_HASH_COLUMN",
+    "MAX_KEYS_IN_MEMORY",
+    "ArrowKeyedAggregateOperator",
+    "ArrowLocalAggregateOperator",
+]
+
+#: keys whose totals the global phase keeps in numpy arrays at most (~50 bytes each plus the
+#: key): beyond, it writes them back to the keyed backend and starts over
+MAX_KEYS_IN_MEMORY = 1 << 20
+
+_NAN = float("nan")  #: the one NaN key object handed to the keyed backend (see _parts)
 
 #: int32 Java hash codes of the keys, added by the local phase: the shuffle routes by them and
 #: the global phase's key table indexes by them, so each partial key is hashed once.
@@ -110,29 +126,55 @@ class ArrowKeyedAggregateOperator(StreamOperator):
 
         from ..typeinfo import Types
 
-        self.slots = KeySlots()
-        self.totals = np.zeros(0, dtype=np.int64)  #: by slot; grows with the slots
-        self._dirty = np.zeros(0, dtype=bool)  #: slots changed since the last checkpoint
+        self.max_keys = MAX_KEYS_IN_MEMORY
+        self._start_over()
         backend = self.ctx.keyed_backend
         self._state = backend.get_state(
             ValueStateDescriptor(self._state_name, Types.PICKLED_BYTE_ARRAY())
         )
-        if self.ctx.restored:
-            self._restore(backend)
+        #: the backend may hold totals of keys not in the arrays (restored, or written back)
+        self._backed = bool(self.ctx.restored)
 
-    def _restore(self, backend: Any) -> None:
-        """Read the totals of this subtask's key groups back from the keyed backend."""
-        keys = list(backend.keys(self._state_name))
-        if not keys:
-            return
-        stored = pa.array(keys)
-        groups = assign_key_groups_arrow(stored, self.ctx.max_parallelism).tolist()
-        values = backend.read_values(self._state, dict(zip(keys, groups, strict=True)))
-        totals = [values[key] for key in keys]
-        kind = np.float64 if any(isinstance(v, float) for v in totals) else np.int64
-        slots = self.slots.find_or_add(stored)
-        self._reserve(len(self.slots), kind)
-        self.totals[slots] = np.array(totals, dtype=kind)
+    def _start_over(self) -> None:
+        self.slots = KeySlots()
+        self.totals = np.zeros(0, dtype=np.int64)  #: by slot; grows with the slots
+        self._dirty = np.zeros(0, dtype=bool)  #: slots changed since the last write-back
+
+    def _parts(self, keys: pa.Array) -> list[tuple[np.ndarray, list, dict]]:
+        """``(positions, keys as Python objects, {key: key group})`` for the backend's bulk
+        calls, which take dicts. Float keys need care there: -0.0 and 0.0 are two keys (as
+        for Java's ``equals`` and the key serializer) but one dict key, so a column with both
+        is split in two; NaN equals NaN as a key but not as a dict key, so every NaN becomes
+        one shared object (which a dict finds by identity)."""
+        positions = np.arange(len(keys))
+        parts = [positions]
+        nan = None
+        if pa.types.is_floating(keys.type):
+            values = keys.to_numpy(zero_copy_only=False)
+            negative_zero = (values == 0) & np.signbit(values)
+            if negative_zero.any() and ((values == 0) & ~negative_zero).any():
+                parts = [positions[~negative_zero], positions[negative_zero]]
+            nan = np.isnan(values)
+        groups = assign_key_groups_arrow(keys, self.ctx.max_parallelism)
+        out = []
+        for part in parts:
+            listed = keys.take(pa.array(part)).to_pylist() if len(parts) > 1 else keys.to_pylist()
+            if nan is not None and nan[part].any():
+                listed = [_NAN if nan[p] else key for p, key in zip(part, listed, strict=True)]
+            out.append((part, listed, dict(zip(listed, groups[part].tolist(), strict=True))))
+        return out
+
+    def _load(self, keys: pa.Array, slots: np.ndarray) -> None:
+        """Totals of keys new to the arrays that the backend already holds (bulk reads)."""
+        for positions, listed, groups in self._parts(keys):
+            stored = self.ctx.keyed_backend.read_values(self._state, groups)
+            if not stored:
+                continue
+            found = [i for i, key in enumerate(listed) if key in stored]
+            values = [stored[listed[i]] for i in found]
+            kind = np.float64 if any(isinstance(v, float) for v in values) else np.int64
+            self._reserve(len(self.slots), kind)
+            self.totals[slots[positions[found]]] = np.array(values, dtype=self.totals.dtype)
 
     def _reserve(self, count: int, kind: Any) -> None:
         """Room for ``count`` slots, in a dtype that holds ``kind`` (int totals become float
@@ -149,20 +191,19 @@ class ArrowKeyedAggregateOperator(StreamOperator):
             self._dirty = dirty
 
     def prepare_snapshot(self, checkpoint_id: int, timestamp: int) -> None:
+        self._write_back()
+
+    def _write_back(self) -> None:
+        """Write the totals changed since the last write-back into the keyed backend."""
         changed = np.flatnonzero(self._dirty[: len(self.slots)])
         if not len(changed):
             return
-        keys_arrow = self.slots.take(changed)
-        keys = keys_arrow.to_pylist()
-        groups = assign_key_groups_arrow(keys_arrow, self.ctx.max_parallelism).tolist()
         backend = self.ctx.keyed_backend
         backend.begin_batch()
         try:
-            backend.write_values(
-                self._state,
-                dict(zip(keys, self.totals[changed].tolist(), strict=True)),
-                dict(zip(keys, groups, strict=True)),
-            )
+            for positions, keys, groups in self._parts(self.slots.take(changed)):
+                totals = self.totals[changed[positions]].tolist()
+                backend.write_values(self._state, dict(zip(keys, totals, strict=True)), groups)
         finally:
             backend.end_batch()
         self._dirty[changed] = False
@@ -174,10 +215,14 @@ class ArrowKeyedAggregateOperator(StreamOperator):
             codes = None
             if KEY_HASH_COLUMN in batch.schema.names:
                 codes = batch.column(KEY_HASH_COLUMN).to_numpy(zero_copy_only=False)
+            known = len(self.slots)
             slots = self.slots.find_or_add(keys, codes)
+            self._reserve(len(self.slots), partial.dtype.type)
+            if self._backed and len(self.slots) > known:
+                new = np.arange(known, len(self.slots))
+                self._load(self.slots.take(new), new)
         except Exception as exc:
             raise self.fail(_batch_summary(batch), exc) from exc
-        self._reserve(len(self.slots), partial.dtype.type)
         totals = self.totals
         totals[slots] += partial
         self._dirty[slots] = True
@@ -185,3 +230,7 @@ class ArrowKeyedAggregateOperator(StreamOperator):
             [keys, pa.array(totals[slots])], names=[self.key_column, self.out_name]
         )
         self.output.emit(out)
+        if len(self.slots) > self.max_keys:
+            self._write_back()
+            self._start_over()
+            self._backed = True
