@@ -970,8 +970,7 @@ class StreamTask:
                 self.wait_io(0.0)
                 continue
             self.wait_io(0.05 if checkpointer.waiting else 1.0)
-        while checkpointer.busy:  # a snapshot of this task still being written
-            checkpointer.pump_for(_PUMP_SECONDS)
+        checkpointer.complete_all()  # a snapshot of this task still being written
         for operator in self.operators:
             final_commit = getattr(operator, "final_commit", None)
             if final_commit is not None:

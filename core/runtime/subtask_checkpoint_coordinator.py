@@ -262,7 +262,7 @@ class SubtaskCheckpointCoordinator:
             self.pump()
 
     def complete_all(self) -> None:
-        """Finish every pending snapshot now (end of input, before the final checkpoint)."""
+        """Finish every pending snapshot now (after the final checkpoint, before closing)."""
         while self._pending:
             head = self._pending[0]
             if head.blocker is not None:
