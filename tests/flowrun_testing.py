@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import psutil
 import pytest
@@ -75,6 +79,22 @@ class CliRun:
             raise AssertionError(f"flowrun did not finish in {timeout}s\n{out}\n{err}") from None
         return self.proc.returncode, out, err
 
+    def kill_9_when(self, ready: Callable[[], bool], what: str, timeout: float = 30.0) -> str:
+        """Kill -9 the JobManager (the ``flowrun run`` process) once ``ready()``; returns
+        what the job printed until then. Its stdout is drained meanwhile, or a print sink
+        would block on the pipe."""
+        chunks: list[str] = []
+        reader = threading.Thread(target=lambda: chunks.append(self.proc.stdout.read()))
+        reader.start()
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
+            time.sleep(0.02)
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        reader.join(timeout=30)
+        return "".join(chunks)
+
     def subtask_processes(self) -> list[psutil.Process]:
         """Subtasks = processes of this run other than the CLI and its fork server."""
         try:
@@ -89,6 +109,24 @@ class CliRun:
             except psutil.NoSuchProcess:
                 pass
         return tasks
+
+
+def completed_checkpoints(checkpoint_dir: str) -> list[str]:
+    """The ``_metadata`` files of the completed checkpoints under ``checkpoint_dir``."""
+    return glob.glob(os.path.join(checkpoint_dir, "*", "chk-*", "_metadata"))
+
+
+#: restart at once after a failure (the tests' kill -9 jobs), without waiting Flink's 1 s
+RESTART_AT_ONCE = {"restart-strategy": "fixed-delay", "restart-strategy.fixed-delay.delay": "0"}
+
+
+def run_args(job: str, parallelism: int, options: dict[str, str], *job_args: object) -> list[str]:
+    """``flowrun run`` arguments: ``job`` at ``parallelism``, ``-D key=value`` per option, and
+    the job's own arguments after ``--``."""
+    args = ["run", job, "-p", str(parallelism)]
+    for key, value in options.items():
+        args += ["-D", f"{key}={value}"]
+    return [*args, "--", *map(str, job_args)]
 
 
 def run_flowrun(args: list[str], timeout: float = 120.0, **kw) -> tuple[int, str, str]:

@@ -261,8 +261,8 @@ class KillOnce(MapFunction):
 
 
 class PairUntilCheckpoint(MapFunction):
-    # A source that has ended injects no more barriers: produce slowly until a checkpoint
-    # completed, so that one completes mid-stream however fast the engine is.
+    # Produce slowly until a checkpoint completed: an aligned barrier injected after the
+    # source read everything would queue behind all of it, and complete only at the end.
     def open(self, runtime_context):
         self.slow = runtime_context.get_attempt_number() == 0
 

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import ast
 import collections
-import glob
 import os
 import random
-import signal
-import threading
-import time
 
 import pytest
-from flowrun_testing import CliRun, run_flowrun, wait_gone
+from flowrun_testing import (
+    RESTART_AT_ONCE,
+    CliRun,
+    completed_checkpoints,
+    run_args,
+    run_flowrun,
+    wait_gone,
+)
 
 from flowrun.core.runtime.checkpoint_storage import find_latest_checkpoint
 
 JOB = os.path.join(os.path.dirname(__file__), "jobs", "arrow_checkpointed_count.py")
-SMALL_STEPS = ["-D", "flowrun.source.arrow-batch-size=200"]
+SMALL_STEPS = {"flowrun.source.arrow-batch-size": "200"}
 
 
 def _words(path: str, n_lines: int, seed: int = 11) -> collections.Counter:
@@ -51,29 +54,15 @@ def test_kill_9_of_a_counting_subtask_recovers_exact_totals(tmp_path, backend):
     native = "true" if backend == "lmdb" else "false"
     expected = _words(str(tmp_path / "in.txt"), 20_000)
     checkpoints = str(tmp_path / "chk")
-    code, out, err = run_flowrun(
-        [
-            "run",
-            JOB,
-            "-p",
-            "2",
-            *SMALL_STEPS,
-            "-D",
-            f"state.backend={backend.split('-')[0]}",
-            "-D",
-            f"flowrun.state.lmdb.native-checkpoints={native}",
-            "-D",
-            f"state.checkpoints.dir={checkpoints}",
-            "-D",
-            "restart-strategy=fixed-delay",
-            "-D",
-            "restart-strategy.fixed-delay.delay=0",
-            "--",
-            str(tmp_path / "in.txt"),
-            checkpoints,
-            f"kill={tmp_path / 'killed'}",
-        ]
-    )
+    options = {
+        **SMALL_STEPS,
+        "state.backend": backend.split("-")[0],
+        "flowrun.state.lmdb.native-checkpoints": native,
+        "state.checkpoints.dir": checkpoints,
+        **RESTART_AT_ONCE,
+    }
+    job_args = (tmp_path / "in.txt", checkpoints, f"kill={tmp_path / 'killed'}")
+    code, out, err = run_flowrun(run_args(JOB, 2, options, *job_args))
     assert code == 0, err
     assert os.path.exists(tmp_path / "killed")
     assert "restarting (attempt 1)" in err and "from checkpoint" in err, err
@@ -84,53 +73,20 @@ def test_kill_9_of_a_counting_subtask_recovers_exact_totals(tmp_path, backend):
 def test_totals_restore_at_another_parallelism(tmp_path, new_parallelism, backend):
     expected = _words(str(tmp_path / "in.txt"), 60_000)
     checkpoints = str(tmp_path / "chk")
-    run = CliRun(
-        [
-            "run",
-            JOB,
-            "-p",
-            "2",
-            *SMALL_STEPS,
-            "-D",
-            f"state.checkpoints.dir={checkpoints}",
-            "-D",
-            "state.checkpoints.num-retained=3",
-            "--",
-            str(tmp_path / "in.txt"),
-            checkpoints,
-        ]
+    options = {"state.checkpoints.dir": checkpoints, "state.checkpoints.num-retained": "3"}
+    run = CliRun(run_args(JOB, 2, {**SMALL_STEPS, **options}, tmp_path / "in.txt", checkpoints))
+    out1 = run.kill_9_when(
+        lambda: len(completed_checkpoints(checkpoints)) >= 2, "2 checkpoints completed"
     )
-    chunks: list[str] = []  # drain stdout while the job runs, or the print sink blocks
-    reader = threading.Thread(target=lambda: chunks.append(run.proc.stdout.read()))
-    reader.start()
-    deadline = time.monotonic() + 30
-    while len(glob.glob(os.path.join(checkpoints, "*", "chk-*", "_metadata"))) < 2:
-        assert time.monotonic() < deadline, "fewer than 2 checkpoints completed"
-        time.sleep(0.02)
-    os.kill(run.proc.pid, signal.SIGKILL)
-    run.proc.wait(timeout=30)
-    reader.join(timeout=30)
     wait_gone(run.mark)
     latest = find_latest_checkpoint(os.path.join(checkpoints, os.listdir(checkpoints)[0]))
     assert latest is not None
+    options = {"execution.savepoint.path": latest, "state.backend": backend}
+    job_args = (tmp_path / "in.txt", tmp_path / "chk2")
     code, out2, err = run_flowrun(
-        [
-            "run",
-            JOB,
-            "-p",
-            str(new_parallelism),
-            *SMALL_STEPS,
-            "-D",
-            f"execution.savepoint.path={latest}",
-            "-D",
-            f"state.backend={backend}",
-            "--",
-            str(tmp_path / "in.txt"),
-            str(tmp_path / "chk2"),
-        ]
+        run_args(JOB, new_parallelism, {**SMALL_STEPS, **options}, *job_args)
     )
     assert code == 0, err
-    out1 = "".join(chunks)
     assert _final_counts(out1) != dict(expected), "the first run was not stopped mid-stream"
     # Exact only if the totals were restored: the source resumes after the checkpoint.
     assert _final_counts(out1, out2) == dict(expected)

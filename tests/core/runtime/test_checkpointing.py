@@ -7,11 +7,18 @@ import glob
 import os
 import random
 import signal
-import threading
 import time
 
 import pytest
-from flowrun_testing import CliRun, run_flowrun, shm_segments, wait_gone
+from flowrun_testing import (
+    RESTART_AT_ONCE,
+    CliRun,
+    completed_checkpoints,
+    run_args,
+    run_flowrun,
+    shm_segments,
+    wait_gone,
+)
 
 from flowrun.core.runtime.checkpoint_storage import find_latest_checkpoint, read_metadata
 
@@ -50,29 +57,14 @@ def test_kill_9_of_a_subtask_recovers_exact_state_from_the_checkpoint(tmp_path, 
     backend = backend.split("-")[0]
     expected = _words(str(tmp_path / "in.txt"), 40_000)
     before = shm_segments()
-    code, out, err = run_flowrun(
-        [
-            "run",
-            JOB,
-            "-p",
-            "2",
-            "-D",
-            f"execution.checkpointing.unaligned={str(unaligned).lower()}",
-            "-D",
-            f"state.backend={backend}",
-            "-D",
-            f"flowrun.state.lmdb.native-checkpoints={native}",
-            "-D",
-            "restart-strategy=fixed-delay",
-            "-D",
-            "restart-strategy.fixed-delay.attempts=3",
-            "-D",
-            "restart-strategy.fixed-delay.delay=0",
-            "--",
-            str(tmp_path / "in.txt"),
-            "20000",
-        ],
-    )
+    options = {
+        "execution.checkpointing.unaligned": str(unaligned).lower(),
+        "state.backend": backend,
+        "flowrun.state.lmdb.native-checkpoints": native,
+        **RESTART_AT_ONCE,
+        "restart-strategy.fixed-delay.attempts": "3",
+    }
+    code, out, err = run_flowrun(run_args(JOB, 2, options, tmp_path / "in.txt", 20000))
     assert code == 0, err
     assert "restarting (attempt 1)" in err and "from checkpoint" in err, err
     assert _final_counts(out) == dict(expected)
@@ -89,26 +81,12 @@ def test_an_unaligned_checkpoint_completes_while_a_slow_operator_works_through_a
     # job kills that subtask only if a checkpoint completes within its first 8,000 records,
     # and the recovered result (those rows replayed from the checkpoint) must be exact.
     expected = _words(str(tmp_path / "in.txt"), 40_000)
-    code, out, err = run_flowrun(
-        [
-            "run",
-            JOB,
-            "-p",
-            "2",
-            "-D",
-            "execution.checkpointing.unaligned=true",
-            "-D",
-            f"state.backend={backend}",
-            "-D",
-            "restart-strategy=fixed-delay",
-            "-D",
-            "restart-strategy.fixed-delay.delay=0",
-            "--",
-            str(tmp_path / "in.txt"),
-            "-1",
-            "crawl=8000",
-        ],
-    )
+    options = {
+        "execution.checkpointing.unaligned": "true",
+        "state.backend": backend,
+        **RESTART_AT_ONCE,
+    }
+    code, out, err = run_flowrun(run_args(JOB, 2, options, tmp_path / "in.txt", -1, "crawl=8000"))
     assert code == 0, err
     assert "restarting (attempt 1)" in err and "from checkpoint" in err, err
     assert _final_counts(out) == dict(expected)
@@ -123,24 +101,8 @@ def test_an_unaligned_checkpoint_completes_after_the_sources_ended(tmp_path):
     # only when a checkpoint completes within its first 4,000 words: the restart proves
     # one did, and the recovered result must be exact.
     expected = _words(str(tmp_path / "in.txt"), 2_000)
-    code, out, err = run_flowrun(
-        [
-            "run",
-            JOB,
-            "-p",
-            "2",
-            "-D",
-            "execution.checkpointing.unaligned=true",
-            "-D",
-            "restart-strategy=fixed-delay",
-            "-D",
-            "restart-strategy.fixed-delay.delay=0",
-            "--",
-            str(tmp_path / "in.txt"),
-            "-1",
-            "crawl=4000",
-        ],
-    )
+    options = {"execution.checkpointing.unaligned": "true", **RESTART_AT_ONCE}
+    code, out, err = run_flowrun(run_args(JOB, 2, options, tmp_path / "in.txt", -1, "crawl=4000"))
     assert code == 0, err
     assert "restarting (attempt 1)" in err and "from checkpoint" in err, err
     assert _final_counts(out) == dict(expected)
@@ -153,21 +115,18 @@ def _merge_final(*outputs: str) -> dict[str, int]:
     return merged
 
 
-def _wait_for_checkpoint(base, with_channel_state: bool, timeout: float = 30.0) -> None:
-    """Until a completed checkpoint exists (one holding in-flight data, if asked)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for meta in glob.glob(os.path.join(base, "*", "chk-*", "_metadata")):
-            if not with_channel_state:
-                return
-            try:
-                metadata, _ = read_metadata(os.path.dirname(meta))
-            except Exception:
-                continue  # removed by retention meanwhile
-            if metadata["channel_state"]:
-                return
-        time.sleep(0.02)
-    raise AssertionError(f"no checkpoint completed under {base}")
+def _has_checkpoint(base, with_channel_state: bool) -> bool:
+    """Whether a completed checkpoint exists (one holding in-flight data, if asked)."""
+    for meta in completed_checkpoints(base):
+        if not with_channel_state:
+            return True
+        try:
+            metadata, _ = read_metadata(os.path.dirname(meta))
+        except Exception:
+            continue  # removed by retention meanwhile
+        if metadata["channel_state"]:
+            return True
+    return False
 
 
 @pytest.mark.parametrize("new_parallelism,unaligned", [(3, False), (1, False), (3, True)])
@@ -178,34 +137,16 @@ def test_kill_9_of_the_job_manager_then_resume_from_the_retained_checkpoint(
     expected = _words(str(tmp_path / "in.txt"), 150_000 if unaligned else 60_000)
     checkpoints = str(tmp_path / "chk")
     before = shm_segments()
-    run = CliRun(
-        [
-            "run",
-            JOB,
-            "-p",
-            "2",
-            "-D",
-            f"state.checkpoints.dir={checkpoints}",
-            "-D",
-            "state.backend=lmdb",
-            "-D",
-            f"execution.checkpointing.unaligned={str(unaligned).lower()}",
-            "-D",
-            "state.checkpoints.num-retained=3",
-            "--",
-            str(tmp_path / "in.txt"),
-            "-1",
-            "slow",
-        ]
-    )
-    chunks: list[str] = []  # drain stdout while the job runs, or the print sink blocks
-    reader = threading.Thread(target=lambda: chunks.append(run.proc.stdout.read()))
-    reader.start()
-    _wait_for_checkpoint(checkpoints, unaligned)
-    os.kill(run.proc.pid, signal.SIGKILL)
-    run.proc.wait(timeout=30)
-    reader.join(timeout=30)
-    code, out1 = run.proc.returncode, "".join(chunks)
+    options = {
+        "state.checkpoints.dir": checkpoints,
+        "state.backend": "lmdb",
+        "execution.checkpointing.unaligned": str(unaligned).lower(),
+        "state.checkpoints.num-retained": "3",
+    }
+    run = CliRun(run_args(JOB, 2, options, tmp_path / "in.txt", -1, "slow"))
+    what = "a checkpoint with in-flight data" if unaligned else "a checkpoint"
+    out1 = run.kill_9_when(lambda: _has_checkpoint(checkpoints, unaligned), what)
+    code = run.proc.returncode
     assert code == -signal.SIGKILL
     assert wait_gone(run.mark) == [], "subtasks outlived their JobManager"
     assert shm_segments() <= before
@@ -216,21 +157,8 @@ def test_kill_9_of_the_job_manager_then_resume_from_the_retained_checkpoint(
     # which are then part of the checkpoint (and replayed, re-partitioned, on restore).
     if not unaligned:
         assert metadata["channel_state"] == []
-    code, out2, err = run_flowrun(
-        [
-            "run",
-            JOB,
-            "-p",
-            str(new_parallelism),
-            "-D",
-            f"execution.savepoint.path={latest}",
-            "-D",
-            "state.backend=hashmap",
-            "--",
-            str(tmp_path / "in.txt"),
-            "-1",
-        ]
-    )
+    options = {"execution.savepoint.path": latest, "state.backend": "hashmap"}
+    code, out2, err = run_flowrun(run_args(JOB, new_parallelism, options, tmp_path / "in.txt", -1))
     assert code == 0, err
     assert _merge_final(out1, out2) == dict(expected)
     assert shm_segments() <= before
@@ -242,41 +170,21 @@ def retained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("retained")
     expected = _words(str(tmp / "in.txt"), 60_000)
     checkpoints = str(tmp / "chk")
-    run = CliRun(
-        [
-            "run",
-            JOB,
-            "-p",
-            "2",
-            "-D",
-            f"state.checkpoints.dir={checkpoints}",
-            "-D",
-            "state.checkpoints.num-retained=3",
-            # small network buffers: the source cannot read far ahead of the slow map,
-            # so the retained checkpoints hold unread input for the resumed runs
-            "-D",
-            "taskmanager.memory.segment-size=32kb",
-            "-D",
-            "taskmanager.network.memory.max-buffers-per-channel=2",
-            "--",
-            str(tmp / "in.txt"),
-            "-1",
-            "slow",
-        ]
+    options = {
+        "state.checkpoints.dir": checkpoints,
+        "state.checkpoints.num-retained": "3",
+        # small network buffers: the source cannot read far ahead of the slow map,
+        # so the retained checkpoints hold unread input for the resumed runs
+        "taskmanager.memory.segment-size": "32kb",
+        "taskmanager.network.memory.max-buffers-per-channel": "2",
+    }
+    run = CliRun(run_args(JOB, 2, options, tmp / "in.txt", -1, "slow"))
+    out = run.kill_9_when(
+        lambda: len(completed_checkpoints(checkpoints)) >= 2, "2 checkpoints completed"
     )
-    chunks: list[str] = []
-    reader = threading.Thread(target=lambda: chunks.append(run.proc.stdout.read()))
-    reader.start()
-    deadline = time.monotonic() + 30
-    while len(glob.glob(os.path.join(checkpoints, "*", "chk-*", "_metadata"))) < 2:
-        assert time.monotonic() < deadline, "fewer than 2 checkpoints completed"
-        time.sleep(0.02)
-    os.kill(run.proc.pid, signal.SIGKILL)
-    run.proc.wait(timeout=30)
-    reader.join(timeout=30)
     wait_gone(run.mark)
     job_dir = os.path.join(checkpoints, os.listdir(checkpoints)[0])
-    return str(tmp / "in.txt"), expected, job_dir, "".join(chunks)
+    return str(tmp / "in.txt"), expected, job_dir, out
 
 
 def test_a_corrupt_newest_checkpoint_is_skipped_for_the_previous_one(retained, tmp_path):
@@ -315,20 +223,8 @@ def test_state_of_an_operator_missing_from_the_job_fails_the_restore(retained):
 
 def test_a_changed_max_parallelism_is_refused(retained):
     source, _expected, job_dir, _out = retained
-    code, _out, err = run_flowrun(
-        [
-            "run",
-            JOB,
-            "-p",
-            "2",
-            "-D",
-            f"execution.savepoint.path={job_dir}",
-            "--",
-            source,
-            "-1",
-            "maxp=256",
-        ]
-    )
+    options = {"execution.savepoint.path": job_dir}
+    code, _out, err = run_flowrun(run_args(JOB, 2, options, source, -1, "maxp=256"))
     assert code == 1
     assert "max parallelism 128" in err and "256" in err
 
@@ -338,31 +234,16 @@ def test_checkpoints_on_s3_compatible_storage_recover_exactly(tmp_path, s3_base,
     from flowrun.core.runtime.checkpoint_storage import resolve_filesystem
 
     expected = _words(str(tmp_path / "in.txt"), 40_000)
-    code, out, err = run_flowrun(
-        [
-            "run",
-            JOB,
-            "-p",
-            "2",
-            "-D",
-            f"state.checkpoints.dir={s3_base}",
-            "-D",
-            "state.checkpoints.num-retained=2",
-            "-D",
-            "execution.checkpointing.externalized-checkpoint-retention=RETAIN_ON_CANCELLATION",
-            "-D",
-            "restart-strategy=fixed-delay",
-            "-D",
-            "restart-strategy.fixed-delay.delay=0",
-            # the input fits in the network buffers: aligned barriers would wait behind it
-            # all, and the slower S3 checkpoints would only complete at the end
-            "-D",
-            "execution.checkpointing.unaligned=true",
-            "--",
-            str(tmp_path / "in.txt"),
-            "20000",
-        ]
-    )
+    options = {
+        "state.checkpoints.dir": s3_base,
+        "state.checkpoints.num-retained": "2",
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        **RESTART_AT_ONCE,
+        # the input fits in the network buffers: aligned barriers would wait behind it
+        # all, and the slower S3 checkpoints would only complete at the end
+        "execution.checkpointing.unaligned": "true",
+    }
+    code, out, err = run_flowrun(run_args(JOB, 2, options, tmp_path / "in.txt", 20000))
     assert code == 0, err
     assert "restarting (attempt 1)" in err and "from checkpoint" in err, err
     assert _final_counts(out) == dict(expected)
@@ -412,8 +293,8 @@ def test_execute_and_collect_is_exactly_once_across_a_restart(tmp_path):
         marker = str(tmp_path / "killed")
 
     class SplitUntilCheckpoint(FlatMapFunction):
-        # A source that has ended injects no more barriers, and its consumers then complete
-        # checkpoints only when they end too: read slowly until one completed.
+        # Read slowly until a checkpoint completed, so that the kill comes while the
+        # source still reads, however fast the engine is.
         def open(self, runtime_context):
             self.slow = runtime_context.get_attempt_number() == 0
 
@@ -451,32 +332,17 @@ def test_execute_and_collect_is_exactly_once_across_a_restart(tmp_path):
 def test_a_restart_skips_a_damaged_newest_checkpoint_for_the_previous_one(tmp_path):
     expected = _words(str(tmp_path / "in.txt"), 40_000)
     checkpoints = str(tmp_path / "chk")
-    code, out, err = run_flowrun(
-        [
-            "run",
-            JOB,
-            "-p",
-            "2",
-            "-D",
-            f"state.checkpoints.dir={checkpoints}",
-            "-D",
-            "state.checkpoints.num-retained=2",
-            # The damaged checkpoint must stay the newest. Without a pause the next one is
-            # triggered as this one completes, and subtask 0 may ack it before it reads the
-            # completion notice (which damages the files and kills it).
-            "-D",
-            "execution.checkpointing.min-pause=100",
-            "-D",
-            "restart-strategy=fixed-delay",
-            "-D",
-            "restart-strategy.fixed-delay.delay=0",
-            "--",
-            str(tmp_path / "in.txt"),
-            "-1",
-            "slow",
-            f"corrupt={checkpoints}",
-        ]
-    )
+    options = {
+        "state.checkpoints.dir": checkpoints,
+        "state.checkpoints.num-retained": "2",
+        # The damaged checkpoint must stay the newest. Without a pause the next one is
+        # triggered as this one completes, and subtask 0 may ack it before it reads the
+        # completion notice (which damages the files and kills it).
+        "execution.checkpointing.min-pause": "100",
+        **RESTART_AT_ONCE,
+    }
+    job_args = (tmp_path / "in.txt", -1, "slow", f"corrupt={checkpoints}")
+    code, out, err = run_flowrun(run_args(JOB, 2, options, *job_args))
     assert code == 0, err
     assert "cannot be restored" in err and "trying the one before" in err, err
     assert _final_counts(out) == dict(expected)
