@@ -393,6 +393,9 @@ class StreamTask:
 
     def wait_io(self, timeout: float | None, extra: list[int] | None = None) -> None:
         fds = [self.control.fileno(), self.net.fileno()]
+        checkpointer = self.checkpointer
+        if checkpointer is not None:
+            fds.append(checkpointer.wake_fd)  # a snapshot's copy thread finished
         if extra:
             fds.extend(extra)
         try:
@@ -401,6 +404,8 @@ class StreamTask:
             return
         if self.control.fileno() in ready:
             self._handle_control()
+        if checkpointer is not None and checkpointer.wake_fd in ready:
+            checkpointer.woken()
         self.net.process_doorbell()
 
     def _backpressure_wait(self) -> None:

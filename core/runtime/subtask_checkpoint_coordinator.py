@@ -136,6 +136,23 @@ class SubtaskCheckpointCoordinator:
         self.collects = any(hasattr(op, "send_records") for op in task.operators)
         #: LMDB checkpoints as native environment copies (flowrun.state.lmdb.native-checkpoints)
         self.native = bool(task.info.checkpointing.get("native_lmdb", True))
+        #: a copy thread that finished writes a byte here: the task's wait includes the read
+        #: end, so an idle task acknowledges at once instead of at its next poll
+        self.wake_fd, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def _wake(self) -> None:  # on a copy thread
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already signalled (or closing)
+
+    def woken(self) -> None:
+        """The wake-up descriptor was ready: empty it."""
+        try:
+            while os.read(self.wake_fd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
 
     @property
     def waiting(self) -> bool:
@@ -247,6 +264,8 @@ class SubtaskCheckpointCoordinator:
         try:
             step = next(pending.steps)
             pending.blocker = step if isinstance(step, NativeCopy) else None
+            if pending.blocker is not None:
+                pending.blocker.on_done = self._wake  # before anyone checks ``done``
         except StopIteration:
             self._pending.popleft()
         except Exception as exc:

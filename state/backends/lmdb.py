@@ -1092,6 +1092,10 @@ class NativeCopy:
         self._write = write
         self._lock = threading.Lock()
         self._copied = threading.Event()  #: set once the read transaction has ended
+        self._finished = threading.Event()  #: set once ``write`` returned (or failed)
+        #: called on the thread when finished (set before checking :attr:`done`, so that a
+        #: waiter misses no wake-up)
+        self.on_done: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name="lmdb-checkpoint", daemon=True)
 
     def start(self) -> None:
@@ -1120,10 +1124,14 @@ class NativeCopy:
             self.error = exc
         finally:
             self._end_txn()  # in case write never called copy
+            self._finished.set()
+            on_done = self.on_done
+            if on_done is not None:
+                on_done()
 
     @property
     def done(self) -> bool:
-        return not self._thread.is_alive()
+        return self._finished.is_set()
 
     def materialize(self) -> None:
         """Wait until the copy is written and its read transaction has ended."""
