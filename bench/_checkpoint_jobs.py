@@ -376,8 +376,10 @@ class CheckRestored(KeyedProcessFunction):
 
     Stamps ``time.monotonic()`` when the subtask unpickled it (the subtask process has just
     started, nothing is restored yet) and at the end of ``open()`` (state restored and
-    declared; the HashMap backend decodes restored rows at the declaration), into
-    ``open-<subtask>.pickle``; the checked and wrong keys into ``checked-<subtask>.pickle``.
+    declared), into ``open-<subtask>.pickle``; the checked and wrong keys, and the time at
+    ``close()`` (every sampled key read: the HashMap backend decodes restored rows per key
+    group on first access, and the sample reaches every key group), into
+    ``checked-<subtask>.pickle``.
     """
 
     def __init__(self, out_dir: str) -> None:
@@ -402,7 +404,11 @@ class CheckRestored(KeyedProcessFunction):
             self.wrong.append((value, got))
 
     def close(self) -> None:
-        _stamp(self.out_dir, f"checked-{self.index}", (self.checked, self.wrong[:10]))
+        _stamp(
+            self.out_dir,
+            f"checked-{self.index}",
+            (self.checked, self.wrong[:10], time.monotonic()),
+        )
 
 
 def restore_job(

@@ -45,6 +45,7 @@ from .checkpoint_barrier_handler import FLAG_FINAL, FLAG_SAVEPOINT, Barrier
 from .checkpoint_storage import (
     StateHandle,
     read_state_file,
+    read_state_files,
     write_state_file,
     write_state_file_from,
 )
@@ -441,11 +442,10 @@ def restore_operator_state(
             )
         return
     own = backend.key_group_range
+    keyed = [e for e in keyed if _overlaps(e["key_groups"], own)]
+    files = read_state_files(location, [StateHandle.from_json(e["handle"]) for e in keyed])
     streams = []
-    for e in keyed:
-        if not _overlaps(e["key_groups"], own):
-            continue
-        data = read_state_file(location, StateHandle.from_json(e["handle"]))
+    for e, data in zip(keyed, files, strict=True):
         if e.get("format") == "lmdb":
             streams.extend(_native_rows(data, own, working_dir))
         else:

@@ -10,6 +10,16 @@ Values are stored as the Python objects user code passes, never serialized on ac
 dict per key. With TTL every value / list element / map entry is stored as ``(value,
 last_access_ms)``.
 
+Restored rows are decoded lazily, one key group at a time: restoring keeps them as Arrow
+record-batch slices per key group (``_pending``), and the first access to a key group --
+:meth:`set_current_key`, a prepared batch (:meth:`prepare_keys`), the bulk reads and writes,
+:meth:`keys` -- decodes its rows into its dicts. A restore then costs reading and checking the
+files, not a Python object per row; a snapshot re-emits rows of untouched key groups as they
+are. Invariant: the current key's key group, and every key group of the batch being
+processed, are decoded; a key group with pending rows of a state has an empty dict for that
+state (only rows restored before the state is declared are deferred, so they never meet
+writes). States with TTL are decoded at once (their incremental cleanup walks the dicts).
+
 Type checks: a write is checked with a cheap predicate (:func:`~.base.fast_type_check`:
 exact for basic types, a shallow arity/container check for composite ones); what it does not
 accept goes through the serializer, which has the final word. Composite values are thus fully
@@ -20,7 +30,7 @@ an object after ``update()`` mutates the state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -28,7 +38,7 @@ import pyarrow as pa
 
 from flowrun.core.typeinfo import TypeInformation
 
-from ..key_groups import KeyGroupRange, assign_to_key_group
+from ..key_groups import KeyBatch, KeyGroupRange, assign_to_key_group
 from ..snapshot import StreamWriter, filter_key_groups
 from ..state import AggregatingState, ListState, MapState, ReducingState, ValueState
 from ..ttl import TtlPolicy
@@ -99,6 +109,10 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         self._slot = 0
         self._tables: dict[str, list[dict]] = {}
         self._raw: dict[str, list[pa.Table]] = {}  # restored rows of states not declared yet
+        #: declared states' restored rows not decoded yet: name -> (spec, slot -> batches)
+        self._pending: dict[str, tuple[StateSpec, dict[int, list[pa.RecordBatch]]]] = {}
+        self._unloaded: set[int] = set()  #: slots with pending rows
+        self._batch_groups: Any = None  #: key groups of the batch being processed
         self._record_hooks: list[Callable[[], None]] = []
 
     # -- current key -------------------------------------------------------------------
@@ -109,6 +123,8 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         slot = key_group - self._start
         if not 0 <= slot < self._slots:
             self._key_group_of(key, key_group)  # raises with the full explanation
+        if self._unloaded and slot in self._unloaded:
+            self._load_slot(slot)
         self._current_key = key
         self._current_key_group = key_group
         self._slot = slot
@@ -116,8 +132,15 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
             for hook in self._record_hooks:
                 hook()
 
+    def prepare_keys(self, batch: KeyBatch) -> Iterable[Any] | None:
+        tokens = super().prepare_keys(batch)
+        self._batch_groups = batch.groups
+        if tokens is not None and self._unloaded:
+            self._load_slots(np.unique(batch.groups) - self._start)
+        return tokens
+
     def set_prepared_key(self, key: Any, key_group: int, token: Any) -> None:
-        # prepare_keys (the base class's) checked the batch's key groups
+        # prepare_keys checked the batch's key groups and decoded their pending rows
         self._current_key = key
         self._current_key_group = key_group
         self._slot = key_group - self._start
@@ -136,6 +159,8 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
     def read_values(self, state: Any, key_groups: dict) -> dict:
         if type(state) is not HeapValueState or not self._slots_of(key_groups):
             return super().read_values(state, key_groups)
+        if self._unloaded:
+            self._load_slots(kg - self._start for kg in set(key_groups.values()))
         tables, start, out = state._groups, self._start, {}
         for key, key_group in key_groups.items():
             value = tables[key_group - start].get(key)
@@ -147,6 +172,8 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         if type(state) is not HeapValueState or not self._slots_of(key_groups):
             super().write_values(state, values, key_groups)
             return
+        if self._unloaded:
+            self._load_slots(kg - self._start for kg in set(key_groups.values()))
         tables, start, check = state._groups, self._start, state._check
         for key, value in values.items():
             key_group = key_groups[key]
@@ -166,7 +193,10 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
             groups = [{} for _ in range(self._slots)]
             self._tables[spec.name] = groups
         for rows in self._raw.pop(spec.name, ()):
-            self._load_rows(spec, groups, rows)
+            if spec.ttl is None:
+                self._defer_rows(spec, rows)
+            else:
+                self._load_rows(spec, groups, rows)
         ttl = spec.ttl
         cls = (_TTL_CLASSES if ttl is not None else _CLASSES)[spec.kind]
         state = cls(self, spec, groups)
@@ -182,6 +212,7 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
     def keys(self, state_name: str) -> Iterator[Any]:
         groups = self._tables.get(state_name)
         if groups is not None:
+            self._load_slots(list(self._unloaded))
             for table in groups:
                 yield from list(table)
             return
@@ -197,6 +228,7 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
 
     def entry_count(self, state_name: str) -> int:
         """Number of keys with an entry in ``state_name`` (tests, metrics)."""
+        self._load_slots(list(self._unloaded))
         return sum(len(table) for table in self._tables.get(state_name, ()))
 
     # -- snapshots ---------------------------------------------------------------------
@@ -212,6 +244,7 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
                 writer.write_table(filter_key_groups(rows, rng))
             return writer.finish()
         groups = self._tables[spec.name]
+        pending = self._pending[spec.name][1] if spec.name in self._pending else {}
         encode_key = self.key_serializer.serialize
         encode_value = _value_encoder(spec)
         ttl = spec.ttl
@@ -224,6 +257,12 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         encode_plain = spec.value_serializer.serialize  # type: ignore[union-attr]
         for kg in range(rng.start, rng.end + 1) if len(rng) else ():
             table = groups[kg - self._start]
+            restored = pending.get(kg - self._start)
+            if restored:  # never decoded, so unchanged (and its dict is empty): as restored
+                writer.write_columns(kgs, keys, user_keys, values)
+                for col in cols:
+                    col.clear()
+                writer.write_table(pa.Table.from_batches(restored))
             if not table:
                 continue
             if plain_values:
@@ -284,7 +323,44 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         if groups is None:
             self._raw.setdefault(spec.name, []).append(rows)
         else:
+            # declared already (rare: restoring into a backend in use): decoded at once, over
+            # whatever was restored before, as every row of a restore overwrites its key
+            self._load_slots(list(self._unloaded))
             self._load_rows(spec, groups, rows)
+
+    def _defer_rows(self, spec: StateSpec, rows: pa.Table) -> None:
+        """Keep restored rows of a newly declared state per key group, to be decoded when the
+        key group is first accessed (the current key's and batch's key groups at once)."""
+        per_slot = self._pending.setdefault(spec.name, (spec, {}))[1]
+        start = self._start
+        for batch in rows.to_batches():
+            key_groups = batch.column(0).to_numpy()
+            bounds = (np.flatnonzero(np.diff(key_groups)) + 1).tolist()
+            for lo, hi in zip([0, *bounds], [*bounds, len(key_groups)], strict=True):
+                if hi > lo:
+                    slot = int(key_groups[lo]) - start
+                    per_slot.setdefault(slot, []).append(batch.slice(lo, hi - lo))
+                    self._unloaded.add(slot)
+        active = [self._slot]
+        if self._batch_groups is not None and len(self._batch_groups):
+            active += (np.unique(self._batch_groups) - start).tolist()
+        self._load_slots(active)
+
+    def _load_slots(self, slots: Iterable[int]) -> None:
+        unloaded = self._unloaded
+        for slot in slots:
+            if slot in unloaded:
+                self._load_slot(slot)
+
+    def _load_slot(self, slot: int) -> None:
+        """Decode the pending rows of key group ``start + slot`` into its dicts."""
+        self._unloaded.discard(slot)
+        for name, (spec, per_slot) in list(self._pending.items()):
+            batches = per_slot.pop(slot, None)
+            if not per_slot:
+                del self._pending[name]
+            if batches:
+                self._load_rows(spec, self._tables[name], pa.Table.from_batches(batches))
 
     def _load_rows(self, spec: StateSpec, groups: list[dict], rows: pa.Table) -> None:
         """Deserialize snapshot rows into the per-key-group dicts."""
@@ -349,6 +425,8 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         super().dispose()
         self._tables.clear()
         self._raw.clear()
+        self._pending.clear()
+        self._unloaded.clear()
         self._record_hooks.clear()
 
 

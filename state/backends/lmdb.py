@@ -81,6 +81,16 @@ from .base import (
     aggregate_function_of,
     reduce_function_of,
 )
+from .lmdb_pages import (
+    PAGE_SIZE,
+    BinaryRows,
+    FixedRows,
+    Rows,
+    Unfit,
+    binary_data,
+    uniform_width,
+    write_environment,
+)
 
 __all__ = ["DEFAULT_MAP_SIZE", "EmbeddedLmdbStateBackend", "LmdbKeyedStateBackend"]
 
@@ -799,39 +809,36 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
     # -- restore -----------------------------------------------------------------------
 
     def _restore_rows(self, spec: StateSpec, rows: pa.Table) -> None:
-        """Snapshot rows -> storage keys (vectorised), written chunk by chunk with putmulti."""
+        """Snapshot rows -> storage keys (vectorised): collected for a bulk load into an empty
+        environment (:meth:`_bulk_load`), else written chunk by chunk with putmulti."""
         sid = self._sid(spec)
         kind = spec.kind
         for batch in rows.to_batches(max_chunksize=_FLUSH_ROWS):
             n = batch.num_rows
+            if not n:
+                continue
             if kind == "list":
                 first = self._seq
                 self._seq += n
-                suffix = _fixed_width(np.arange(first, first + n, dtype=">u8"), 8)
+                suffix = np.arange(first, first + n, dtype=">u8").view(np.uint8).reshape(n, 8)
             elif kind == "map":
                 suffix = batch.column(2)
             else:
-                suffix = pa.scalar(b"", pa.binary())
+                suffix = None
             keys = batch.column(1)
             key_groups = batch.column(0).to_numpy(zero_copy_only=False)
             key_sizes = pc.binary_length(keys).to_numpy(zero_copy_only=False)
-            if n and int(key_sizes.max()) > _MAX_KEY_BYTES:
+            if int(key_sizes.max()) > _MAX_KEY_BYTES:
                 raise self._too_long(b"\x00" * (int(key_sizes.max()) + _HEADER))
-            full = pc.binary_join_element_wise(
-                _fixed_width(key_groups.astype(">u2"), 2),
-                pa.scalar(sid, pa.binary()),
-                _fixed_width(key_sizes.astype(">u2"), 2),
-                keys,
-                suffix,
-                pa.scalar(b"", pa.binary()),
-            )
+            block = _restored_block(key_groups, sid, keys, key_sizes, suffix, batch.column(3))
             if self._bulk is not None:
-                self._bulk.append((full, batch.column(3)))
+                self._bulk.append((key_groups, sid, block))
                 continue
-            pairs = list(zip(full.to_pylist(), batch.column(3).to_pylist(), strict=True))
+            rows_ = block.binary()
+            pairs = list(zip(rows_.keys.to_pylist(), rows_.values.to_pylist(), strict=True))
             # Rows of a snapshot stream come in storage-key order: when a chunk is sorted
             # and lies after everything stored, LMDB appends it (about twice as fast).
-            self._put_many(pairs, append=n > 0 and _ascending(full))
+            self._put_many(pairs, append=block.ascending())
         self._commit()
 
     def _restore_streams(self, streams: Any) -> None:
@@ -842,32 +849,28 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
         self._bulk = [] if empty and not self._handles else None
         try:
             super()._restore_streams(streams)
-            chunks = self._bulk
+            blocks = self._bulk
             self._bulk = None
-            if chunks:
-                self._bulk_load(chunks)
+            if blocks:
+                self._bulk_load(blocks)
         finally:
             self._bulk = None
 
-    def _bulk_load(self, chunks: list[tuple[pa.Array, pa.Array]]) -> None:
+    def _bulk_load(self, blocks: list[tuple[np.ndarray, bytes, Rows]]) -> None:
         """Write the restored rows as the environment's B+tree pages (no Python object per
         row, :mod:`.lmdb_pages`), or insert them when they are not in storage-key order or do
-        not fit LMDB nodes."""
-        from .lmdb_pages import PAGE_SIZE, Unfit, write_environment
+        not fit LMDB nodes.
 
-        keys = _concat_binary([k for k, _ in chunks])
-        values = _concat_binary([v for _, v in chunks])
-        if not _ascending(keys):
-            # Several states (or streams): each stream is in storage-key order, so a stable
-            # sort by key group and state id (the first 4 bytes) puts all rows in order.
-            data, offsets = _binary_parts(keys)
-            starts = offsets[:-1]
-            prefix = data[starts].astype(np.uint32) << 24
-            for i in (1, 2, 3):
-                prefix |= data[starts + i].astype(np.uint32) << (24 - 8 * i)
-            order = pa.array(np.argsort(prefix, kind="stable"))
-            keys, values = keys.take(order), values.take(order)
-        if self._env.stat()["psize"] == PAGE_SIZE and _ascending(keys):
+        ``blocks`` are (key groups, state id, rows) per record batch of the snapshot streams,
+        each in storage-key order. One state's streams follow each other in key-group order;
+        several states interleave (storage keys lead with the key group, then the state id),
+        so their blocks are cut at key-group boundaries and the pieces ordered by (key
+        group, state id) -- slices, not copies.
+        """
+        ordered = [rows for _, _, rows in blocks]
+        if not _in_order(blocks):
+            ordered = _interleaved(blocks)
+        if self._env.stat()["psize"] == PAGE_SIZE:
             with self._env.begin(db=self._meta_db) as txn:
                 meta = list(txn.cursor())
             data = os.path.join(self.directory, "data.mdb")
@@ -885,12 +888,13 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
                     pa.array([k for k, _ in meta], pa.binary()),
                     pa.array([v for _, v in meta], pa.binary()),
                 ),
-                _STATE_DB: (keys, values),
+                _STATE_DB: ordered,
             }
             try:
                 size = write_environment(scratch, databases, map_size)
             except Unfit:
-                os.unlink(scratch)
+                with contextlib.suppress(OSError):
+                    os.unlink(scratch)
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     os.unlink(scratch)
@@ -900,9 +904,10 @@ class LmdbKeyedStateBackend(KeyedStateBackend):
             else:
                 self._reopen_with(scratch, data, size)
                 return
-        for key_chunk, value_chunk in chunks:
-            pairs = list(zip(key_chunk.to_pylist(), value_chunk.to_pylist(), strict=True))
-            self._put_many(pairs, append=_ascending(key_chunk))
+        for _, _, block in blocks:
+            rows = block.binary()
+            pairs = list(zip(rows.keys.to_pylist(), rows.values.to_pylist(), strict=True))
+            self._put_many(pairs, append=block.ascending())
         self._commit()
 
     def _reopen_with(self, scratch: str, data: str, map_size: int) -> None:
@@ -1006,20 +1011,84 @@ def _binary_parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return (data if data is not None else np.zeros(0, dtype=np.uint8)), offsets
 
 
-def _concat_binary(arrays: list[pa.Array]) -> pa.Array:
-    """One binary array of ``arrays``; large binary only past 32-bit offsets."""
-    total = sum(a.buffers()[2].size if a.buffers()[2] is not None else 0 for a in arrays)
-    if total >= 1 << 31:
-        arrays = [a.cast(pa.large_binary()) for a in arrays]
-    return pa.concat_arrays(arrays)
-
-
-def _ascending(keys: pa.Array) -> bool:
-    """True when binary ``keys`` are strictly increasing (vectorised)."""
+def _restored_block(
+    key_groups: np.ndarray,
+    sid: bytes,
+    keys: pa.Array,
+    key_sizes: np.ndarray,
+    suffix: pa.Array | np.ndarray | None,
+    values: pa.Array,
+) -> Rows:
+    """One record batch of snapshot rows as storage-key rows (``key group | state id | key
+    length | key | suffix``, see the module docs): fixed-width parts viewed in the Arrow
+    buffers when the keys, suffixes and values each have one width, else built storage keys."""
     n = len(keys)
-    if n < 2:
-        return True
-    return bool(pc.all(pc.less(keys.slice(0, n - 1), keys.slice(1))).as_py())
+    key_size = uniform_width(keys)
+    value_size = uniform_width(values)
+    suffix_size = (
+        0
+        if suffix is None
+        else (suffix.shape[1] if isinstance(suffix, np.ndarray) else uniform_width(suffix))
+    )
+    if key_size is not None and value_size is not None and suffix_size is not None:
+        parts = [
+            key_groups.astype(">u2").view(np.uint8).reshape(n, 2),
+            np.frombuffer(sid + _SIZE_BYTES[key_size], dtype=np.uint8).reshape(1, 4),
+            binary_data(keys).reshape(n, key_size),
+        ]
+        if suffix is not None:
+            parts.append(
+                suffix
+                if isinstance(suffix, np.ndarray)
+                else binary_data(suffix).reshape(n, suffix_size)
+            )
+        return FixedRows(parts, binary_data(values).reshape(n, value_size))
+    if suffix is None:
+        tail: Any = pa.scalar(b"", pa.binary())
+    elif isinstance(suffix, np.ndarray):
+        tail = _fixed_width(suffix, suffix.shape[1])
+    else:
+        tail = suffix
+    full = pc.binary_join_element_wise(
+        _fixed_width(key_groups.astype(">u2"), 2),
+        pa.scalar(sid, pa.binary()),
+        _fixed_width(key_sizes.astype(">u2"), 2),
+        keys,
+        tail,
+        pa.scalar(b"", pa.binary()),
+    )
+    return BinaryRows(full, values)
+
+
+def _in_order(blocks: list[tuple[np.ndarray, bytes, Rows]]) -> bool:
+    """Whether the blocks follow each other in (key group, state id) order (each block's rows
+    are checked by the page writer)."""
+    last = (-1, b"")
+    for key_groups, sid, _ in blocks:
+        first = (int(key_groups[0]), sid)
+        if first < last:
+            return False
+        last = (int(key_groups[-1]), sid)
+    return True
+
+
+def _interleaved(blocks: list[tuple[np.ndarray, bytes, Rows]]) -> list[Rows]:
+    """The blocks cut at key-group boundaries, pieces ordered by (key group, state id)
+    (stable: pieces of one key group and state keep their order)."""
+    pieces = []
+    for index, (key_groups, sid, rows) in enumerate(blocks):
+        bounds = [0, *(np.flatnonzero(np.diff(key_groups)) + 1).tolist(), len(key_groups)]
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            pieces.append((int(key_groups[lo]), sid, index, lo, hi, rows))
+    pieces.sort(key=lambda p: p[:4])
+    return [_slice_rows(rows, lo, hi) for *_, lo, hi, rows in pieces]
+
+
+def _slice_rows(rows: Rows, lo: int, hi: int) -> Rows:
+    if isinstance(rows, FixedRows):
+        parts = [part if len(part) == 1 else part[lo:hi] for part in rows.key_parts]
+        return FixedRows(parts, rows.values[lo:hi])
+    return BinaryRows(rows.keys.slice(lo, hi - lo), rows.values.slice(lo, hi - lo))
 
 
 def snapshot_rows(

@@ -25,21 +25,40 @@ The on-disk format is LMDB 0.9's (``MDB_DATA_VERSION`` 1, 4 KiB pages), little-e
 * named databases are records of the main database (node flag ``F_SUBDATA``) whose data is
   their ``MDB_db``.
 
-Rows whose node would not fit LMDB's per-node limit (values that need overflow pages) are not
-handled here: :func:`write_environment` raises :class:`Unfit` and the caller inserts normally.
+Rows come in *blocks* (:class:`FixedRows`, :class:`BinaryRows`), each strictly ascending and
+each after the one before. A restore hands over one block per record batch of a snapshot
+stream: a :class:`FixedRows` block composes its storage keys from fixed-width parts (key
+group, state id, key length, key bytes, suffix), viewed straight in the Arrow buffers, so the
+nodes are written into the pages from the snapshot columns with no storage key built and no
+batch concatenated first. Every block starts a new leaf page (its last page may be partly
+filled; LMDB does not require full pages).
+
+Rows that are not strictly ascending, and rows whose node would not fit LMDB's per-node limit
+(values that need overflow pages), are not handled here: :func:`write_environment` raises
+:class:`Unfit` and the caller inserts normally.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["PAGE_SIZE", "Unfit", "write_environment"]
+__all__ = [
+    "PAGE_SIZE",
+    "BinaryRows",
+    "FixedRows",
+    "Rows",
+    "Unfit",
+    "binary_data",
+    "uniform_width",
+    "write_environment",
+]
 
 PAGE_SIZE = 4096
 _HEADER = 16  # PAGEHDRSZ
@@ -108,7 +127,7 @@ def _lengths(array: pa.Array) -> np.ndarray:
     return np.diff(_offsets(array))
 
 
-def _uniform_width(array: pa.Array) -> int | None:
+def uniform_width(array: pa.Array) -> int | None:
     """The size of every value of a binary array when they all have one, else None."""
     width = np.int64 if array.type == pa.large_binary() else np.int32
     raw = np.frombuffer(array.buffers()[1], dtype=width)[
@@ -118,7 +137,7 @@ def _uniform_width(array: pa.Array) -> int | None:
     return int(sizes[0]) if (sizes == sizes[0]).all() else None
 
 
-def _data(array: pa.Array) -> np.ndarray:
+def binary_data(array: pa.Array) -> np.ndarray:
     """The bytes of all values of a binary array, back to back."""
     width = np.int64 if array.type == pa.large_binary() else np.int32
     raw = np.frombuffer(array.buffers()[1], dtype=width)
@@ -221,19 +240,141 @@ def _build_pages(
     return starts, first_pgno
 
 
-def _fixed_leaf_pages(
-    keys: pa.Array, values: pa.Array, key_size: int, value_size: int, flags: int, out: _PageFile
-) -> tuple[np.ndarray, int]:
-    """Leaf pages of rows whose keys and values all have one size each (the common case:
-    numeric keys and values): every page is the same array of nodes, filled by reshaping
-    the key and value bytes straight into the pages."""
-    n = len(keys)
+class FixedRows:
+    """A block of rows whose storage keys are fixed-width parts side by side and whose values
+    all have one width: numeric keys and values, the common case.
+
+    ``key_parts`` are uint8 matrices, ``(n, w)`` (one row per row) or ``(1, w)`` (a part every
+    row shares: the state id, the key length); ``values`` is ``(n, v)``. They may be views
+    into Arrow buffers: nothing is copied until the nodes are written into the pages.
+    """
+
+    def __init__(self, key_parts: Sequence[np.ndarray], values: np.ndarray) -> None:
+        self.key_parts = list(key_parts)
+        self.values = values
+        self.key_width = sum(part.shape[1] for part in self.key_parts)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def key_matrix(self, rows: np.ndarray) -> np.ndarray:
+        """The storage keys of ``rows`` (indices), one per matrix row."""
+        out = np.empty((len(rows), self.key_width), dtype=np.uint8)
+        at = 0
+        for part in self.key_parts:
+            width = part.shape[1]
+            out[:, at : at + width] = part if len(part) == 1 else part[rows]
+            at += width
+        return out
+
+    def keys_at(self, rows: np.ndarray) -> pa.Array:
+        matrix = self.key_matrix(rows)
+        fixed = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(self.key_width), len(rows), [None, pa.py_buffer(matrix)]
+        )
+        return fixed.cast(pa.binary())
+
+    def key_at(self, row: int) -> bytes:
+        return self.key_matrix(np.array([row])).tobytes()
+
+    def ascending(self) -> bool:
+        """Strictly increasing storage keys: compared part by part, 8 bytes at a time, as
+        big-endian integers (parts every row shares cannot decide anything)."""
+        n = len(self)
+        if n < 2:
+            return True
+        smaller = np.zeros(n - 1, dtype=bool)  # row i < row i + 1 decided
+        tied = np.ones(n - 1, dtype=bool)  # equal so far
+        for part in self.key_parts:
+            if len(part) == 1:
+                continue
+            for word in _words(part):
+                before, after = word[:-1], word[1:]
+                smaller |= tied & (after > before)
+                tied &= after == before
+        return bool(smaller.all())
+
+    def binary(self) -> BinaryRows:
+        """The same rows as binary arrays (for inserting them one by one)."""
+        n = len(self)
+        width = self.values.shape[1]
+        values = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(width), n, [None, pa.py_buffer(np.ascontiguousarray(self.values))]
+        )
+        return BinaryRows(self.keys_at(np.arange(n)), values.cast(pa.binary()))
+
+
+class BinaryRows:
+    """A block of rows as binary Arrow arrays of whole storage keys and values (any widths)."""
+
+    def __init__(self, keys: pa.Array, values: pa.Array) -> None:
+        self.keys = keys
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def keys_at(self, rows: np.ndarray) -> pa.Array:
+        return self.keys.take(pa.array(rows)).cast(pa.binary())
+
+    def key_at(self, row: int) -> bytes:
+        return self.keys[row].as_py()
+
+    def ascending(self) -> bool:
+        n = len(self.keys)
+        if n < 2:
+            return True
+        return bool(pc.all(pc.less(self.keys.slice(0, n - 1), self.keys.slice(1))).as_py())
+
+    def binary(self) -> BinaryRows:
+        return self
+
+    def fixed(self) -> FixedRows | None:
+        """These rows as :class:`FixedRows` when all keys have one size and all values one."""
+        key_size, value_size = uniform_width(self.keys), uniform_width(self.values)
+        if key_size is None or value_size is None:
+            return None
+        n = len(self.keys)
+        return FixedRows(
+            [binary_data(self.keys).reshape(n, key_size)],
+            binary_data(self.values).reshape(n, value_size),
+        )
+
+
+Rows = Union[FixedRows, BinaryRows]
+
+
+def _words(part: np.ndarray) -> list[np.ndarray]:
+    """The columns of a C-contiguous ``(n, w)`` uint8 matrix as big-endian unsigned integers
+    of up to 8 bytes each, in order (full words are strided views, no copy)."""
+    n, width = part.shape
+    part = np.ascontiguousarray(part)
+    words = [
+        np.ndarray((n,), dtype=">u8", buffer=part, offset=at, strides=(width,))
+        for at in range(0, width - 7, 8)
+    ]
+    tail = width % 8
+    if tail:
+        at = width - tail
+        word = part[:, at].astype(np.uint64)
+        for i in range(at + 1, width):
+            word = (word << np.uint64(8)) | part[:, i]
+        words.append(word)
+    return words
+
+
+def _fixed_leaf_pages(rows: FixedRows, flags: int, out: _PageFile) -> tuple[np.ndarray, int]:
+    """Leaf pages of rows whose keys and values all have one size each: every page is the
+    same array of nodes, filled by reshaping the key parts and value bytes straight into the
+    pages."""
+    n = len(rows)
+    key_size, value_size = rows.key_width, rows.values.shape[1]
+    if _NODE + key_size + value_size > _NODE_MAX:
+        raise Unfit("a row is too large for one LMDB node (it needs overflow pages)")
     size = _NODE + key_size + value_size
     size += size & 1
     per_page = _ROOM // (size + 2)
     starts = np.arange(0, n, per_page, dtype=np.int64)
-    key_bytes = _data(keys).reshape(n, key_size)
-    value_bytes = _data(values).reshape(n, value_size)
     header = np.array([value_size & 0xFFFF, value_size >> 16, flags, key_size], dtype="<u2").view(
         np.uint8
     )
@@ -254,45 +395,78 @@ def _fixed_leaf_pages(
         pointers = (upper + size * np.arange(count)).astype("<u2")
         pages[:, _HEADER : _HEADER + 2 * count] = pointers.view(np.uint8)
         nodes = pages[:, upper:].reshape(hi - lo, count, size)
-        rows = slice(lo * per_page, lo * per_page + (hi - lo) * count)
+        first = lo * per_page
+        last = first + (hi - lo) * count
         nodes[:, :, :_NODE] = header
-        nodes[:, :, _NODE : _NODE + key_size] = key_bytes[rows].reshape(hi - lo, count, key_size)
-        nodes[:, :, _NODE + key_size : _NODE + key_size + value_size] = value_bytes[rows].reshape(
-            hi - lo, count, value_size
-        )
+        at = _NODE
+        for part in [*rows.key_parts, rows.values]:
+            width = part.shape[1]
+            if len(part) == 1:
+                nodes[:, :, at : at + width] = part
+            else:
+                nodes[:, :, at : at + width] = part[first:last].reshape(hi - lo, count, width)
+            at += width
         out.append(pages)
     return starts, first_pgno
 
 
-def _write_tree(keys: pa.Array, values: pa.Array, out: _PageFile, node_flags: int = 0) -> _Db:
-    """One database's B+tree from its sorted rows; returns its ``MDB_db`` record."""
+def _binary_leaf_pages(rows: BinaryRows, flags: int, out: _PageFile) -> tuple[np.ndarray, int]:
+    """Leaf pages of rows of any sizes, packed page by page."""
+    fixed = rows.fixed()
+    if fixed is not None:
+        return _fixed_leaf_pages(fixed, flags, out)
+    keys, values = rows.keys, rows.values
+    key_sizes = _lengths(keys)
+    value_sizes = _lengths(values)
+    if int((_NODE + key_sizes + value_sizes).max()) > _NODE_MAX:
+        raise Unfit("a row is too large for one LMDB node (it needs overflow pages)")
+    headers = _u16_columns(
+        value_sizes & 0xFFFF, value_sizes >> 16, np.full(len(keys), flags), key_sizes
+    )
+    return _build_pages(headers, keys, values, _P_LEAF, out)
+
+
+def _check_order(blocks: Sequence[Rows]) -> None:
+    """Raise :class:`Unfit` unless the rows of ``blocks``, in order, strictly ascend."""
+    last: bytes | None = None
+    for block in blocks:
+        if not len(block):
+            continue
+        if last is not None and not last < block.key_at(0):
+            raise Unfit("the rows are not in strictly ascending key order")
+        if not block.ascending():
+            raise Unfit("the rows are not in strictly ascending key order")
+        last = block.key_at(len(block) - 1)
+
+
+def _write_tree(blocks: Sequence[Rows], out: _PageFile, node_flags: int = 0) -> _Db:
+    """One database's B+tree from its blocks of sorted rows; returns its ``MDB_db`` record.
+
+    Every block starts a new leaf page; the leaf pages of all blocks are consecutive."""
     db = _Db()
-    n = len(keys)
-    db.entries = n
-    if not n:
+    lowest_parts = []  # the smallest key under each leaf page
+    pgno = -1
+    for block in blocks:
+        if not len(block):
+            continue
+        if isinstance(block, FixedRows):
+            starts, first = _fixed_leaf_pages(block, node_flags, out)
+        else:
+            starts, first = _binary_leaf_pages(block, node_flags, out)
+        pgno = first if pgno < 0 else pgno
+        lowest_parts.append(block.keys_at(starts))
+        db.leaf_pages += len(starts)
+        db.entries += len(block)
+    if not db.entries:
         return db
-    key_size, value_size = _uniform_width(keys), _uniform_width(values)
-    if key_size is not None and value_size is not None:
-        if _NODE + key_size + value_size > _NODE_MAX:
-            raise Unfit("a row is too large for one LMDB node (it needs overflow pages)")
-        starts, pgno = _fixed_leaf_pages(keys, values, key_size, value_size, node_flags, out)
-    else:
-        key_sizes = _lengths(keys)
-        value_sizes = _lengths(values)
-        if int((_NODE + key_sizes + value_sizes).max()) > _NODE_MAX:
-            raise Unfit("a row is too large for one LMDB node (it needs overflow pages)")
-        headers = _u16_columns(
-            value_sizes & 0xFFFF, value_sizes >> 16, np.full(n, node_flags), key_sizes
-        )
-        starts, pgno = _build_pages(headers, keys, values, _P_LEAF, out)
-    db.leaf_pages = len(starts)
     db.depth = 1
-    lowest = keys.take(pa.array(starts))  # the smallest key under each page
-    while len(starts) > 1:
+    lowest = pa.concat_arrays(lowest_parts)
+    pages = db.leaf_pages
+    while pages > 1:
         # One node per child page, keyed by the smallest key under it; the first node of
         # every branch page has an empty key, so pages are packed with the keys (an upper
         # bound), then those keys are dropped.
-        children = np.arange(pgno, pgno + len(starts), dtype=np.int64)
+        children = np.arange(pgno, pgno + pages, dtype=np.int64)
         _, space = _node_space(lowest, None)
         starts = _page_starts(space)
         if len(starts) > 1 and len(children) - starts[-1] == 1:
@@ -307,30 +481,39 @@ def _write_tree(keys: pa.Array, values: pa.Array, out: _PageFile, node_flags: in
         )
         lowest = lowest.take(pa.array(starts))
         starts, pgno = _build_pages(headers, level_keys, None, _P_BRANCH, out, starts)
-        db.branch_pages += len(starts)
+        pages = len(starts)
+        db.branch_pages += pages
         db.depth += 1
     db.root = pgno
     return db
 
 
 def write_environment(
-    path: str, databases: dict[bytes, tuple], map_size: Callable[[int], int]
+    path: str,
+    databases: dict[bytes, Sequence[Rows] | tuple[pa.Array, pa.Array]],
+    map_size: Callable[[int], int],
 ) -> int:
-    """Write a new LMDB data file at ``path`` holding ``databases``: ``{name: (keys,
-    values)}``, binary Arrow arrays sorted by key, strictly ascending (bytewise). The map
-    size recorded is ``map_size(pages written)``, which is returned. Raises :class:`Unfit`
-    when a row needs overflow pages.
+    """Write a new LMDB data file at ``path`` holding ``databases``: ``{name: blocks}`` (or
+    ``{name: (keys, values)}``, binary Arrow arrays), rows strictly ascending (bytewise) within
+    and across the blocks. The map size recorded is ``map_size(pages written)``, which is
+    returned. Raises :class:`Unfit` when the rows are not strictly ascending or a row needs
+    overflow pages (nothing usable is left at ``path`` then).
     """
     names = sorted(databases)
+    trees: list[list[Rows]] = []
+    for name in names:
+        rows = databases[name]
+        blocks: list[Rows] = [BinaryRows(*rows)] if isinstance(rows, tuple) else list(rows)
+        _check_order(blocks)
+        trees.append(blocks)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         out = _PageFile(fd)
-        records = []
-        for name in names:
-            keys, values = databases[name]
-            records.append(_write_tree(keys, values, out).pack())
+        records = [_write_tree(blocks, out).pack() for blocks in trees]
         main = _write_tree(
-            pa.array(names, pa.binary()), pa.array(records, pa.binary()), out, _F_SUBDATA
+            [BinaryRows(pa.array(names, pa.binary()), pa.array(records, pa.binary()))],
+            out,
+            _F_SUBDATA,
         )
         free = _Db()
         last = out.next_pgno - 1

@@ -137,3 +137,88 @@ def test_restore_into_lmdb_bulk_loads_every_state_kind_and_keeps_working(tmp_pat
         assert value.value() == i + 1 and items.get() == [f"x{i}", "y", "z"]
     assert restored.entry_count("v") == len(mine)
     restored.dispose()
+
+
+def test_int_keyed_states_restore_from_the_snapshot_columns_without_inserts(tmp_path, monkeypatch):
+    """Int keys and fixed-width values, suffixes and map keys: the pages are composed from the
+    snapshot columns (several states interleaved by key group), never inserted row by row."""
+    from flowrun.state.backends.lmdb import LmdbKeyedStateBackend
+
+    def backend(name: str, key_groups: KeyGroupRange):
+        return EmbeddedLmdbStateBackend().create_keyed_backend(
+            "op", key_groups, 128, Types.LONG(), str(tmp_path / name)
+        )
+
+    def states(b):
+        return (
+            b.get_state(ValueStateDescriptor("v", Types.LONG())),
+            b.get_list_state(ListStateDescriptor("l", Types.LONG())),
+            b.get_map_state(MapStateDescriptor("m", Types.LONG(), Types.LONG())),
+        )
+
+    source = backend("source", KeyGroupRange(0, 127))
+    value, items, entries = states(source)
+    keys = list(range(-1_500, 150_000, 7))
+    source.begin_batch()
+    for key in keys:
+        source.set_current_key(key)
+        value.update(key * 3)
+        items.add_all([key, 1])
+        entries.put_all({1: key, 2: -key})
+    source.end_batch()
+    streams = source.snapshot_async().result()
+    source.dispose()
+
+    def no_inserts(*args, **kwargs):
+        raise AssertionError("rows were inserted one by one, not bulk loaded")
+
+    monkeypatch.setattr(LmdbKeyedStateBackend, "_put_many", no_inserts)
+    own = KeyGroupRange(20, 110)
+    restored = backend("restored", own)
+    restored.restore(streams)
+    monkeypatch.undo()
+    value, items, entries = states(restored)
+    mine = [k for k in keys if own.start <= assign_to_key_group(k, 128) <= own.end]
+    assert sorted(restored.keys("v")) == mine
+    restored.begin_batch()
+    for key in mine:
+        restored.set_current_key(key)
+        assert (value.value(), items.get(), dict(entries.items())) == (
+            key * 3,
+            [key, 1],
+            {1: key, 2: -key},
+        )
+        items.add(2)
+        entries.remove(1)
+    restored.end_batch()
+    for key in mine[::5]:
+        restored.set_current_key(key)
+        assert items.get() == [key, 1, 2] and dict(entries.items()) == {2: -key}
+    restored.dispose()
+
+
+def test_rows_out_of_key_order_are_inserted_instead(tmp_path):
+    """A snapshot of the heap backend is in dict order within a key group: LMDB restores it by
+    inserting (the bulk loader refuses rows that are not strictly ascending)."""
+    from flowrun.state.backends import HashMapStateBackend
+
+    heap = HashMapStateBackend().create_keyed_backend(
+        "op", KeyGroupRange(0, 127), 128, Types.LONG(), None
+    )
+    state = heap.get_state(ValueStateDescriptor("v", Types.LONG()))
+    keys = [(i * 7919) % 20_011 for i in range(20_011)]  # every key once, scrambled
+    for key in keys:
+        heap.set_current_key(key)
+        state.update(key + 1)
+    streams = heap.snapshot_async().result()
+    heap.dispose()
+    restored = EmbeddedLmdbStateBackend().create_keyed_backend(
+        "op", KeyGroupRange(0, 127), 128, Types.LONG(), str(tmp_path / "r")
+    )
+    restored.restore(streams)
+    state = restored.get_state(ValueStateDescriptor("v", Types.LONG()))
+    assert sorted(restored.keys("v")) == sorted(keys)
+    for key in keys[::13]:
+        restored.set_current_key(key)
+        assert state.value() == key + 1
+    restored.dispose()
