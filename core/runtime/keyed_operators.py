@@ -99,37 +99,40 @@ class KeyedOperator(StreamOperator):
     def process(self, records: list, input_index: int = 0) -> None:
         """Run this input's step on each record, with the record's key as the current key.
 
-        The backend checks and encodes the batch's keys once (``prepare_keys``), so the
-        per-record call only stores the current key.
+        The backend checks and encodes the batch's keys once (``prepare_keys``) and runs the
+        records itself (``run_prepared``), so per record only the current key is stored.
         """
         step, ctx = self._steps[input_index], self._ctx
         batch = self._key_batch(records, input_index)
         keys, groups = batch.keys, batch.group_list
         backend = self.backend
         tokens = backend.prepare_keys(batch)
-        if tokens is None:  # a key the batch check refused: the per-record call names it
-            set_key, tokens = self._set_key_checked, groups
-        else:
-            set_key = backend.set_prepared_key
         out: list = []
-        extend = out.extend
-        record = None
         backend.begin_batch()
         try:
-            for key, group, token, record in zip(keys, groups, tokens, records, strict=True):
-                set_key(key, group, token)
-                results = step(record, ctx)
-                if results is not None:
-                    extend(results)
-        except Exception as exc:
-            raise self.fail(record, exc) from exc
+            if tokens is not None:
+                backend.run_prepared(step, ctx, keys, groups, tokens, records, out, self.fail)
+            else:  # a key the batch check refused: the per-record call names it
+                self._run_checked(step, ctx, keys, groups, records, out)
         finally:
             backend.end_batch()
         if out:
             self.output.emit(out)
 
-    def _set_key_checked(self, key: Any, key_group: int, _token: Any) -> None:
-        self.backend.set_current_key(key, key_group)
+    def _run_checked(
+        self, step: Any, ctx: Any, keys: list, groups: list, records: list, out: list
+    ) -> None:
+        """The per-record path: ``set_current_key`` checks every key and names a bad one."""
+        set_key, extend = self.backend.set_current_key, out.extend
+        record = None
+        try:
+            for key, group, record in zip(keys, groups, records, strict=True):
+                set_key(key, group)
+                results = step(record, ctx)
+                if results is not None:
+                    extend(results)
+        except Exception as exc:
+            raise self.fail(record, exc) from exc
 
     @property
     def current_key(self) -> Any:

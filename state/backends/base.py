@@ -395,6 +395,36 @@ class KeyedStateBackend(ABC):
         """
         self.set_current_key(key, key_group)
 
+    def run_prepared(
+        self,
+        step: Callable[[Any, Any], Iterable[Any] | None],
+        ctx: Any,
+        keys: list,
+        key_groups: list[int],
+        tokens: Iterable[Any],
+        records: list,
+        out: list,
+        fail: Callable[[Any, Exception], Exception],
+    ) -> None:
+        """``step(record, ctx)`` for each record with its key current; outputs into ``out``.
+
+        ``keys``, ``key_groups`` and ``tokens`` are a batch's keys, their ``group_list`` and
+        what :meth:`prepare_keys` returned for it. Why the loop is here and not in the
+        keyed operator: a backend whose current key is plain attributes sets them in the
+        loop itself, with no call per record (LMDB); this default calls
+        :meth:`set_prepared_key`. A step that raises is reported as ``fail(record, exc)``.
+        """
+        set_key, extend = self.set_prepared_key, out.extend
+        record = None
+        try:
+            for key, group, token, record in zip(keys, key_groups, tokens, records, strict=True):
+                set_key(key, group, token)
+                results = step(record, ctx)
+                if results is not None:
+                    extend(results)
+        except Exception as exc:
+            raise fail(record, exc) from exc
+
     def get_current_key(self) -> Any:
         return self._current_key
 

@@ -513,6 +513,42 @@ def test_prepare_keys_leaves_bad_batches_to_set_current_key(backends):
         b.set_current_key(outside)
 
 
+def test_run_prepared_runs_each_record_with_its_key_and_names_a_failing_one(backends):
+    b = backends.create()
+    s = b.get_state(ValueStateDescriptor("v", Types.LONG()))
+    keys = [5, 9, 5, 2, 9, 5]
+    groups, tokens = _prepare(b, keys)
+    records = [(k, i) for i, k in enumerate(keys)]
+
+    def step(record, ctx):
+        key, i = record
+        assert ctx == "ctx" and b.get_current_key() == key
+        assert b.get_current_key_group() == assign_to_key_group(key, MAX_P)
+        s.update((s.value() or 0) + 1)
+        return None if i % 2 else [(key, s.value())]
+
+    def fail(record, exc):
+        return RuntimeError(f"failed on {record!r}")
+
+    out: list = []
+    b.begin_batch()
+    b.run_prepared(step, "ctx", keys, groups, tokens, records, out, fail)
+    b.end_batch()
+    assert out == [(5, 1), (5, 2), (9, 2)]
+    assert b.get_current_key() == 5  # the last record's key stays current, as before
+
+    def failing(record, ctx):
+        if record[1] == 3:
+            raise ValueError("boom")
+
+    groups, tokens = _prepare(b, keys)
+    b.begin_batch()
+    with pytest.raises(RuntimeError, match=r"failed on \(2, 3\)") as info:
+        b.run_prepared(failing, None, keys, groups, tokens, records, [], fail)
+    b.end_batch()
+    assert isinstance(info.value.__cause__, ValueError)
+
+
 def test_lmdb_prepared_int_keys_are_the_serializer_bytes(lmdb_backends):
     b = lmdb_backends.create()
     keys = [1, True, 0, False, -1, 2**63, 1.0, np.int64(1), None]  # equal in Python, not keys
@@ -699,6 +735,37 @@ def test_point_ops_switch_from_the_cursor_to_the_transaction_as_the_tree_grows(l
     for i in range(0, 200_000, 1):
         b.set_current_key(i)
         assert s.value() == i + (i % 3 == 0)
+
+
+def test_small_trees_commit_more_often_within_a_batch(lmdb_backends, monkeypatch):
+    from flowrun.state.backends import lmdb as lmdb_backend
+
+    txn_writes = lmdb_backend._txn_writes
+    assert txn_writes(0) == txn_writes(100) == lmdb_backend._MIN_TXN_WRITES
+    assert txn_writes(1000) == 1000 * lmdb_backend._TXN_WRITES_PER_PAGE
+    assert txn_writes(10**6) == lmdb_backend._MAX_TXN_WRITES
+    b = lmdb_backends.create()
+    s = b.get_state(ValueStateDescriptor("v", Types.LONG()))
+    b.begin_batch()
+    b.end_batch()  # commits the registration's metadata
+    commits = []
+    original = b._commit
+
+    def counting():
+        commits.append(len(b._log) // 2)
+        original()
+
+    monkeypatch.setattr(b, "_commit", counting)
+    writes = 3 * lmdb_backend._MIN_TXN_WRITES + 5
+    b.begin_batch()
+    for i in range(writes):
+        b.set_current_key(i % 1000)  # a tree of a few pages
+        s.update((s.value() or 0) + i)
+    b.end_batch()
+    assert commits == [lmdb_backend._MIN_TXN_WRITES] * 3 + [5]
+    for k in range(1000):
+        b.set_current_key(k)
+        assert s.value() == sum(range(k, writes, 1000))
 
 
 def test_map_growth_replays_deletes_and_clears_in_order(lmdb_backends):
