@@ -46,9 +46,14 @@ _TUPLE = frozenset({tuple})
 def _dict_safe(keys: list) -> bool:
     """Whether ``keys`` may share one dict with state-key semantics (see module doc).
 
-    Checks every key, not the distinct ones: ``{1, True}`` is a one-element set.
+    Checks every key, not the distinct ones: ``{1, True}`` is a one-element set. Counting
+    ``str`` in the list of types (identity compares) is cheaper than a set of the types, and
+    string keys are the common case.
     """
-    kinds = set(map(type, keys))
+    types = list(map(type, keys))
+    if types.count(str) == len(types):
+        return True
+    kinds = set(types)
     if kinds <= _PLAIN_KEYS:
         return True
     if kinds != _TUPLE:
