@@ -54,7 +54,7 @@ import operator
 import pickle
 from abc import ABC, abstractmethod
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from itertools import chain, repeat
 from operator import itemgetter
@@ -929,7 +929,7 @@ _INT_TYPECODES = {
 }
 
 
-def _types_within(values: Sequence, main: type, allowed: frozenset) -> bool:
+def _types_within(values: Iterable, main: type, allowed: frozenset) -> bool:
     """Whether the exact type of every value is in ``allowed`` (which holds ``main``).
 
     Counting ``main`` in the list of types is one cheap C pass (identity compares); only
@@ -939,8 +939,12 @@ def _types_within(values: Sequence, main: type, allowed: frozenset) -> bool:
     return types.count(main) == len(types) or set(types) <= allowed
 
 
-def _column_check(t: TypeInformation, nullable: bool) -> Callable[[Sequence], bool] | None:
-    """A C-speed check that a column of values certainly fits ``t`` (False: look closer)."""
+def _column_check(t: TypeInformation, nullable: bool) -> Callable[[Iterable], bool] | None:
+    """A C-speed check that a column of values certainly fits ``t`` (False: look closer).
+
+    The values may be any iterable: a ``map`` over records spares a list of the values for
+    the checks of types only.
+    """
     if not isinstance(t, BasicTypeInfo):
         return None
     basic = t._basic_type
@@ -948,7 +952,8 @@ def _column_check(t: TypeInformation, nullable: bool) -> Callable[[Sequence], bo
         code = _INT_TYPECODES[basic]
         just_int = frozenset({int})
 
-        def check_int(values: Sequence) -> bool:
+        def check_int(values: Iterable) -> bool:
+            values = values if isinstance(values, list) else list(values)  # two passes
             if not _types_within(values, int, just_int):
                 return False
             try:
@@ -992,9 +997,7 @@ def validator_for(type_info: TypeInformation | list | None) -> Callable[[list], 
                 ):
                     return False
                 # one C-level pass per field (zip(*records) is ~10x slower on long lists)
-                return all(
-                    check(list(map(itemgetter(i), records))) for i, check in enumerate(fields)
-                )
+                return all(check(map(itemgetter(i), records)) for i, check in enumerate(fields))
 
     else:
         fast = _column_check(t, nullable=False)
