@@ -495,6 +495,7 @@ class _Word(str):
         ("pair", [(f"w{i % 9}", i) for i in range(300)], "upper"),
         ("pair", [(f"w{i % 9}", i) for i in range(300)], "both"),
         ("string", [f"w{i % 11}" for i in range(300)], "self"),
+        ("row", "rows", 0),
     ],
     ids=[
         "str-field",
@@ -505,17 +506,24 @@ class _Word(str):
         "computed",
         "tuple",
         "scalar",
+        "row-with-kinds",
     ],
 )
 def test_split_encoded_routes_like_split_rows(
     channels: int, type_info: str, records: list, selector: object
 ) -> None:
     from flowrun.core.records import serializer_for
+    from flowrun.core.row import Row, RowKind
     from flowrun.core.typeinfo import Types
 
+    if records == "rows":  # the row kind column travels with the rows through the take
+        records = [Row(f"w{i % 9}", i) for i in range(300)]
+        for row in records[::7]:
+            row.set_row_kind(RowKind.UPDATE_AFTER)
     types = {
         "pair": Types.TUPLE([Types.STRING(), Types.LONG()]),
         "string": Types.STRING(),
+        "row": Types.ROW([Types.STRING(), Types.LONG()]),
     }
     select = {
         0: lambda r: r[0],
