@@ -53,7 +53,8 @@ import gc
 import operator
 import pickle
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from itertools import chain, repeat
 from operator import itemgetter
@@ -606,6 +607,9 @@ class RecordSerializer(ABC):
 
     schema: pa.Schema
     type_info: TypeInformation | None
+    #: whether ``encode(records)`` and ``fit(batch, max_bytes)`` exist: column encodings,
+    #: whose batches can be reordered and sliced per row (the pickled one packs chunks)
+    encodes_rows: bool = False
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
@@ -706,6 +710,8 @@ class _PickledSerializer(RecordSerializer):
 
 
 class _TypedSerializer(RecordSerializer):
+    encodes_rows = True
+
     def __init__(self, type_info: TypeInformation) -> None:
         self.type_info = type_info
         inner = type_info
@@ -739,11 +745,25 @@ class _TypedSerializer(RecordSerializer):
             records = list(records)
         if not records:
             return []
+        return self.fit(self.encode(records)[0], max_bytes)
+
+    def encode(self, records: list) -> tuple[pa.RecordBatch, list[list]]:
+        """All of ``records`` (a non-empty list) as one batch, not cut to any size, and the
+        Python values of each field column it was built from (``[records]`` for a scalar
+        type).
+
+        For a writer that partitions after serialising: the columns tell it whether the
+        keys are a field's values (then it hashes that Arrow column), and ``batch.take``
+        plus :meth:`fit` split the batch per channel without touching the records again.
+        """
         if self._struct is None:
-            arrays = [self._encode_single(records)]
+            arrays, columns = [self._encode_single(records)], [records]
         else:
-            arrays = self._encode_struct(records)
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+            arrays, columns = self._encode_struct(records)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema), columns
+
+    def fit(self, batch: pa.RecordBatch, max_bytes: int) -> list[pa.RecordBatch]:
+        """``batch`` cut (zero-copy) into batches that fit ``max_bytes`` with the schema."""
         return _split_batch(batch, max_bytes - self.schema_size)
 
     def _encode_single(self, records: list) -> pa.Array:
@@ -761,7 +781,7 @@ class _TypedSerializer(RecordSerializer):
         if not self._nullable and arr.null_count:
             raise _Mismatch("None is not allowed for this type")
 
-    def _encode_struct(self, records: list) -> list[pa.Array]:
+    def _encode_struct(self, records: list) -> tuple[list[pa.Array], list[list]]:
         struct = self._struct
         assert struct is not None
         columns, kinds = self._columns(records)
@@ -780,24 +800,29 @@ class _TypedSerializer(RecordSerializer):
                 raise
         if struct.is_row:
             arrays.append(self._kind_array(records, kinds))
-        return arrays
+        return arrays, columns
 
     def _columns(self, records: list) -> tuple[list[list], list | None]:
         """Transpose records into field columns, without a Python call per record in the
         common cases (all tuples/lists, or all Rows whose names match the type)."""
         struct = self._struct
         assert struct is not None
-        types = set(map(type, records))
+        n = len(records)
         seqs: list | None = None
         kinds = None
-        if all(issubclass(t, (tuple, list)) for t in types):
+        # Counting exact types is a cheaper C pass than a set of them: plain tuples first.
+        if list(map(type, records)).count(tuple) == n:
             seqs = records
-        elif all(issubclass(t, Row) for t in types):
-            if not struct.by_name or set(map(_get_fields, records)) <= {None, struct.names}:
-                seqs = list(map(_get_values, records))
-            if struct.is_row:
-                kinds = list(map(_get_kind, records))
-        if seqs is not None and set(map(len, seqs)) != {struct.arity}:
+        else:
+            types = set(map(type, records))
+            if all(issubclass(t, (tuple, list)) for t in types):
+                seqs = records
+            elif all(issubclass(t, Row) for t in types):
+                if not struct.by_name or set(map(_get_fields, records)) <= {None, struct.names}:
+                    seqs = list(map(_get_values, records))
+                if struct.is_row:
+                    kinds = list(map(_get_kind, records))
+        if seqs is not None and list(map(len, seqs)).count(struct.arity) != n:
             seqs = None  # some record has the wrong arity: let the slow path name it
         if seqs is None:
             seqs = []
@@ -890,37 +915,59 @@ def serializer_for(type_info: TypeInformation | list | None) -> RecordSerializer
 # Validation without serialising (chained edges)
 # --------------------------------------------------------------------------------------
 
-_INT_RANGES = {
-    BasicType.BYTE: (-(2**7), 2**7 - 1),
-    BasicType.SHORT: (-(2**15), 2**15 - 1),
-    BasicType.INT: (-(2**31), 2**31 - 1),
-    BasicType.LONG: (-(2**63), 2**63 - 1),
+
+def _int_typecode(size: int) -> str:
+    """The signed ``array`` typecode of ``size`` bytes (its range is that of the Java type)."""
+    return next(code for code in "bhilq" if array(code).itemsize == size)
+
+
+_INT_TYPECODES = {
+    BasicType.BYTE: _int_typecode(1),
+    BasicType.SHORT: _int_typecode(2),
+    BasicType.INT: _int_typecode(4),
+    BasicType.LONG: _int_typecode(8),
 }
-_NONE = type(None)
 
 
-def _column_check(t: TypeInformation, nullable: bool) -> Callable[[Sequence], bool] | None:
-    """A C-speed check that a column of values certainly fits ``t`` (False: look closer)."""
+def _types_within(values: Iterable, main: type, allowed: frozenset) -> bool:
+    """Whether the exact type of every value is in ``allowed`` (which holds ``main``).
+
+    Counting ``main`` in the list of types is one cheap C pass (identity compares); only
+    columns with other types (None in a nullable column) pay for a set of the types.
+    """
+    types = list(map(type, values))
+    return types.count(main) == len(types) or set(types) <= allowed
+
+
+def _column_check(t: TypeInformation, nullable: bool) -> Callable[[Iterable], bool] | None:
+    """A C-speed check that a column of values certainly fits ``t`` (False: look closer).
+
+    The values may be any iterable: a ``map`` over records spares a list of the values for
+    the checks of types only.
+    """
     if not isinstance(t, BasicTypeInfo):
         return None
     basic = t._basic_type
-    if basic in _INT_RANGES:
-        low, high = _INT_RANGES[basic]
+    if basic in _INT_TYPECODES:
+        code = _INT_TYPECODES[basic]
+        just_int = frozenset({int})
 
-        def check_int(values: Sequence) -> bool:
-            if set(map(type, values)) != {int}:
+        def check_int(values: Iterable) -> bool:
+            values = values if isinstance(values, list) else list(values)  # two passes
+            if not _types_within(values, int, just_int):
                 return False
-            return low <= min(values) and max(values) <= high
+            try:
+                array(code, values)  # one C pass; OverflowError outside the type's range
+            except OverflowError:
+                return False
+            return True
 
         return check_int
-    allowed = {BasicType.STRING: {str}, BasicType.BOOLEAN: {bool}, BasicType.DOUBLE: {float}}.get(
-        basic
-    )
-    if allowed is None:
+    main = {BasicType.STRING: str, BasicType.BOOLEAN: bool, BasicType.DOUBLE: float}.get(basic)
+    if main is None:
         return None
-    if nullable or basic in _NULLABLE_BASIC:
-        allowed = allowed | {_NONE}
-    return lambda values: set(map(type, values)) <= allowed
+    allowed = frozenset({main, _NONE_TYPE} if nullable or basic in _NULLABLE_BASIC else {main})
+    return lambda values: _types_within(values, main, allowed)
 
 
 def validator_for(type_info: TypeInformation | list | None) -> Callable[[list], None] | None:
@@ -928,7 +975,7 @@ def validator_for(type_info: TypeInformation | list | None) -> Callable[[list], 
 
     Used where records are *not* serialised (between chained operators), so it must cost
     far less than a conversion: scalar and flat tuple types are checked with C-level
-    passes (``set(map(type, ...))``, ``min``/``max`` for integer ranges); anything it cannot
+    passes (counting exact types, an ``array`` of the integers for their range); anything it cannot
     prove right -- and every nested type -- goes through the full serializer, which also
     produces the precise error. None means there is nothing to check (pickled stream).
     """
@@ -943,12 +990,14 @@ def validator_for(type_info: TypeInformation | list | None) -> Callable[[list], 
             n = len(fields)
 
             def fast(records: list) -> bool:
-                if set(map(type, records)) != {tuple} or set(map(len, records)) != {n}:
+                size = len(records)
+                if (
+                    list(map(type, records)).count(tuple) != size
+                    or list(map(len, records)).count(n) != size
+                ):
                     return False
                 # one C-level pass per field (zip(*records) is ~10x slower on long lists)
-                return all(
-                    check(list(map(itemgetter(i), records))) for i, check in enumerate(fields)
-                )
+                return all(check(map(itemgetter(i), records)) for i, check in enumerate(fields))
 
     else:
         fast = _column_check(t, nullable=False)

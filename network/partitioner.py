@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from operator import itemgetter
+from operator import is_, itemgetter
 from typing import Any
 
 import numpy as np
@@ -404,6 +404,37 @@ def _unhashable_key_error(
     return KeySelectorError(records[0], exc, f"key selector {selector} failed: {exc}")
 
 
+Encode = Callable[[list], tuple[pa.RecordBatch, list[list]]]
+"""Records -> (one batch of them, the Python values of each of its columns)."""
+
+#: Python key types whose Java hash equals that of the string column holding them
+_STRING_KEYS = frozenset({str, type(None)})
+
+
+def _key_column(keys: list, batch: pa.RecordBatch, columns: list[list]) -> pa.Array | None:
+    """The column of ``batch`` holding exactly ``keys``, when hashing it gives their hashes.
+
+    The keys must *be* a column's values (identity, one C-level pass; the first element
+    rules other columns out), and of types that :func:`~flowrun.state.key_groups.hash_keys`
+    hashes through the same Arrow representation: ``str``/None in a string column (it
+    hashes them as a string array too; a ``bytes`` value that a string column accepted
+    would hash as bytes), exact ``int`` in an integer column (int64 hashes). Else None,
+    and the caller hashes the keys themselves.
+    """
+    for index, values in enumerate(columns):
+        if len(values) != len(keys) or not all(map(is_, keys, values)):
+            continue
+        column = batch.column(index)
+        kind = column.type
+        types = list(map(type, keys))  # counting one type is cheaper than a set of them
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            exact = types.count(str) == len(types) or set(types) <= _STRING_KEYS
+        else:
+            exact = pa.types.is_integer(kind) and types.count(int) == len(types)
+        return column if exact else None
+    return None
+
+
 class KeyGroupStreamPartitioner(StreamPartitioner):
     """keyBy: route each record to the subtask owning its key's key group (Flink's "HASH").
 
@@ -440,6 +471,34 @@ class KeyGroupStreamPartitioner(StreamPartitioner):
 
     def _row_channels(self, records: list) -> np.ndarray:
         return self._channels_for_keys(records, _extract_keys(self.key_selector, records))
+
+    def split_encoded(self, records: list, encode: Encode) -> list[pa.RecordBatch | None]:
+        """Serialise ``records`` once with ``encode`` and split that batch by channel.
+
+        ``encode(records)`` returns one batch whose row i is ``records[i]`` and the Python
+        values of its columns. Why: serialising each channel's list apart repeats the
+        per-batch work, and gathering the records per channel costs a pass of object
+        moves; one ``take`` of the batch does it in C. When the keys are the values of a
+        column themselves (the selector returns a field), its Arrow column is hashed
+        directly -- the same key groups as hashing the keys, see :func:`_key_column` --
+        instead of converting the keys to Arrow a second time. The key selector runs
+        before ``encode``, so its errors come first, as with :meth:`split_rows`.
+        """
+        num_channels = self._require_setup()
+        if not records:
+            return [None] * num_channels
+        keys = _extract_keys(self.key_selector, records)
+        batch, columns = encode(records)
+        column = _key_column(keys, batch, columns)
+        if column is None:
+            channels = self._channels_for_keys(records, keys)
+        else:
+            channels = compute_operator_index_for_key_group(
+                self.max_parallelism,
+                num_channels,
+                assign_key_groups_arrow(column, self.max_parallelism),
+            )
+        return split_batch_by_channel(batch, channels, num_channels)
 
     def _batch_channels(self, batch: pa.RecordBatch) -> np.ndarray:
         # The key selector sees each row as a dict, the row form of an Arrow batch.

@@ -343,8 +343,10 @@ def _poly31(offsets: np.ndarray, units: np.ndarray) -> np.ndarray:
             continue
         rel_start = starts[lo:hi] - base
         rel_end = ends[lo:hi] - base
-        weighted = units[base : base + span].astype(np.uint32)
-        weighted *= inv_pow31[1 : span + 1]
+        # One pass: the units widen to uint32 inside the multiply (int8 wraps as astype does).
+        weighted = np.multiply(
+            units[base : base + span], inv_pow31[1 : span + 1], dtype=np.uint32, casting="unsafe"
+        )
         prefix = np.zeros(span + 1, dtype=np.uint32)
         np.cumsum(weighted, dtype=np.uint32, out=prefix[1:])
         out[lo:hi] = pow31[rel_end] * (prefix[rel_end] - prefix[rel_start])

@@ -46,9 +46,14 @@ _TUPLE = frozenset({tuple})
 def _dict_safe(keys: list) -> bool:
     """Whether ``keys`` may share one dict with state-key semantics (see module doc).
 
-    Checks every key, not the distinct ones: ``{1, True}`` is a one-element set.
+    Checks every key, not the distinct ones: ``{1, True}`` is a one-element set. Counting
+    ``str`` in the list of types (identity compares) is cheaper than a set of the types, and
+    string keys are the common case.
     """
-    kinds = set(map(type, keys))
+    types = list(map(type, keys))
+    if types.count(str) == len(types):
+        return True
+    kinds = set(types)
     if kinds <= _PLAIN_KEYS:
         return True
     if kinds != _TUPLE:
@@ -68,6 +73,11 @@ class KeyedValueCache:
         self.capacity = CACHE_CAPACITY if capacity is None else capacity
         #: key -> running value; keys the backend has no value for are absent until written
         self.values: dict = {}
+        #: Whether batches record the keys they change. Until a write-back keeps the cache
+        #: (a snapshot's), every cached key was changed since the cache was last empty: a
+        #: key enters it only for a batch that stores its new value. Then :meth:`flush`
+        #: writes all of them and no batch pays for a set of its keys.
+        self._tracking = False
         self._dirty: set = set()
         self._batch: set = set()
 
@@ -81,24 +91,30 @@ class KeyedValueCache:
         :class:`~flowrun.state.key_groups.UnhashableKeyError` for a key without a hash.
         """
         if not _dict_safe(keys):
-            self.flush()
-            self.values.clear()
+            self._empty()
             return None
         values = self.values
         distinct = set(keys)
         missing = distinct.difference(values)
         if missing:
             self._load(list(missing))
-        self._batch = distinct
+        if self._tracking:
+            self._batch = distinct
         return values
 
     def batch_done(self) -> None:
         """The batch's new values are stored: mark its keys for write-back, keep the bound."""
-        self._dirty |= self._batch
-        self._batch = set()
+        if self._tracking:
+            self._dirty |= self._batch
+            self._batch = set()
         if len(self.values) > self.capacity:
-            self.flush()
-            self.values.clear()
+            self._empty()
+
+    def _empty(self) -> None:
+        """Write back and start over with an empty cache (whose values are all new then)."""
+        self.flush()
+        self.values.clear()
+        self._tracking = False
 
     def _load(self, keys: list) -> None:
         groups = assign_key_groups(keys, self.max_parallelism).tolist()
@@ -112,18 +128,23 @@ class KeyedValueCache:
             backend.end_batch()
 
     def flush(self) -> None:
-        """Write every value changed since the last write-back into the backend."""
-        if not self._dirty:
-            return
-        keys = list(self._dirty)
-        groups = assign_key_groups(keys, self.max_parallelism).tolist()
-        values = self.values
-        backend = self.backend
-        backend.begin_batch()
-        try:
-            backend.write_values(
-                self.state, {key: values[key] for key in keys}, dict(zip(keys, groups, strict=True))
-            )
-        finally:
-            backend.end_batch()
+        """Write every value changed since the last write-back into the backend.
+
+        The cache is kept; from now on batches record the keys they change.
+        """
+        keys = list(self._dirty if self._tracking else self.values)
+        if keys:
+            groups = assign_key_groups(keys, self.max_parallelism).tolist()
+            values = self.values
+            backend = self.backend
+            backend.begin_batch()
+            try:
+                backend.write_values(
+                    self.state,
+                    {key: values[key] for key in keys},
+                    dict(zip(keys, groups, strict=True)),
+                )
+            finally:
+                backend.end_batch()
         self._dirty = set()
+        self._tracking = True

@@ -249,11 +249,22 @@ class RecordWriterOutput(Output):
         self.subtask = subtask
         self.records_out = 0
         self.bytes_out = 0
+        #: rows of a typed stream to a keyed shuffle: serialised once, the batch split by
+        #: channel (``split_encoded``) instead of serialising each channel's list
+        self.encoded = (
+            not arrow
+            and serializer.encodes_rows
+            and hasattr(partitioner, "split_encoded")
+            and not partitioner.is_broadcast
+        )
 
     def emit(self, records: Any) -> None:
         partitioner = self.partitioner
         try:
-            if self.arrow:
+            if self.encoded:
+                self.records_out += len(records)
+                parts = partitioner.split_encoded(records, self._encode)
+            elif self.arrow:
                 self.records_out += records.num_rows
                 parts = (
                     [records] * len(self.subpartitions)
@@ -267,6 +278,8 @@ class RecordWriterOutput(Output):
                     if partitioner.is_broadcast
                     else partitioner.split_rows(records)
                 )
+        except UserCodeError:
+            raise  # a record not matching the stream's type (from _encode), already named
         except Exception as exc:
             from flowrun.state.key_groups import UnhashableKeyError
 
@@ -281,6 +294,15 @@ class RecordWriterOutput(Output):
                 if self.partitioner.name == "HASH"
                 else f"Partitioner ({self.partitioner.name}) after {self.operator!r}",
             ) from exc
+        if self.encoded:
+            for sub, part in zip(self.subpartitions, parts, strict=True):
+                if part is not None and part.num_rows:
+                    for batch in self.serializer.fit(part, self.max_bytes):
+                        self.bytes_out += batch.nbytes
+                        sub.add_batch(batch)
+                    if self.flush_always:
+                        sub.flush()
+            return
         if self.arrow:
             for sub, part in zip(self.subpartitions, parts, strict=True):
                 if part is not None and part.num_rows:
@@ -309,6 +331,12 @@ class RecordWriterOutput(Output):
     def _serialize(self, records: list) -> list[pa.RecordBatch]:
         try:
             return self.serializer.to_batches(records, self.max_bytes)
+        except Exception as exc:
+            raise _type_error(self.operator, self.subtask, exc) from exc
+
+    def _encode(self, records: list) -> tuple[pa.RecordBatch, list[list]]:
+        try:
+            return self.serializer.encode(records)
         except Exception as exc:
             raise _type_error(self.operator, self.subtask, exc) from exc
 

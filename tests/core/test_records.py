@@ -422,6 +422,34 @@ def test_type_errors_name_record_index_and_field(
     assert repr(type_info if field is None else err.expected) in str(err)
 
 
+@pytest.mark.parametrize(
+    ("type_info", "good", "bad"),
+    [
+        (Types.TUPLE([Types.STRING(), Types.LONG()]), ("a", -(2**63)), ("a", 2**63)),
+        (Types.TUPLE([Types.STRING(), Types.LONG()]), ("a", 2**63 - 1), ("a", -(2**63) - 1)),
+        (Types.TUPLE([Types.STRING(), Types.LONG()]), (None, 1), ("a", True)),
+        (Types.TUPLE([Types.STRING(), Types.INT()]), ("a", -(2**31)), ("a", 2**31)),
+        (Types.TUPLE([Types.STRING(), Types.SHORT()]), ("a", 32767), ("a", -32769)),
+        (Types.TUPLE([Types.STRING(), Types.BYTE()]), ("a", -128), ("a", 128)),
+        (Types.TUPLE([Types.STRING(), Types.DOUBLE()]), ("a", 1.5), ("a", None)),
+        (Types.TUPLE([Types.BOOLEAN()]), (True,), (1,)),
+        (Types.TUPLE([Types.STRING(), Types.LONG()]), ("a", 1), ["a", 1, 2]),
+        (Types.LONG(), 2**63 - 1, 2**63),
+        (Types.STRING(), None, 1),
+    ],
+    ids=lambda x: repr(x)[:30],
+)
+def test_chained_edge_validator_agrees_with_the_serializer(
+    type_info: TypeInformation, good: Any, bad: Any
+) -> None:
+    validate = records.validator_for(type_info)
+    validate([good] * 5)
+    serializer_for(type_info).to_batches([good] * 5, BIG)  # the serializer accepts it too
+    with pytest.raises(RecordTypeError) as info:
+        validate([good, good, bad, good])
+    assert info.value.index == 2 and info.value.record is bad
+
+
 def test_type_error_message_truncates_long_records() -> None:
     bad = ("x" * 1000, "not an int")
     with pytest.raises(RecordTypeError) as info:

@@ -240,3 +240,30 @@ def test_a_reduce_job_killed_after_a_checkpoint_resumes_exactly(kind, tmp_path):
     for word, count in out:
         per_key[word].append(count)
     assert per_key == {w: list(range(1, n + 1)) for w, n in Counter(words).items()}
+
+
+@pytest.mark.parametrize("kind", sorted(BACKENDS))
+@pytest.mark.parametrize("capacity", [None, 7])
+def test_every_snapshot_holds_the_updates_since_the_one_before(kind, tmp_path, capacity):
+    """Write-backs before and after the first snapshot (all cached keys, then the changed
+    ones), with and without the bound emptying the cache in between."""
+    backend = _backend(kind, tmp_path, name="src")
+    op = ReduceOperator("reduce", _add, lambda r: r[0], PAIR)
+    _open(op, backend)
+    if capacity is not None:
+        op._cache.capacity = capacity
+    records = _words(400, 20)
+    snapshots = []
+    for start, stop in [(0, 100), (100, 130), (130, 131), (131, 400)]:
+        op.process(records[start:stop])
+        op.prepare_snapshot(len(snapshots) + 1, 0)
+        snapshots.append((stop, [buf for buf in backend.snapshot()]))
+    for stop, streams in snapshots:
+        restored = _backend(kind, tmp_path, name=f"restored-{stop}-{capacity}")
+        restored.restore(streams)
+        check = ReduceOperator("reduce", _add, lambda r: r[0], PAIR)
+        out = _open(check, restored)
+        words = sorted({w for w, _ in records})
+        check.process([(w, 1) for w in words])
+        expected = Counter(w for w, _ in records[:stop])
+        assert out.records == [(w, expected[w] + 1) for w in words]
