@@ -76,19 +76,6 @@ class KeyedOperator(StreamOperator):
         batch = self._key_batch(records, input_index)
         return batch.keys, batch.group_list
 
-    def _read_batch(self, state: Any, keys: list, groups: list) -> dict:
-        """Values of ``state`` for the batch's distinct keys (absent keys are left out).
-
-        For operators whose per-record work cannot touch keyed state (built-in aggregations,
-        plain-callable reduces): the batch then runs against a local dict, and state is read
-        and written once per distinct key instead of once per record.
-        """
-        self._batch_groups = dict(zip(keys, groups, strict=True))
-        return self.backend.read_values(state, self._batch_groups)
-
-    def _write_batch(self, state: Any, current: dict) -> None:
-        self.backend.write_values(state, current, self._batch_groups)
-
     #: per-record work of each input: ``step(record, ctx)`` returns the record's outputs (an
     #: iterable) or None. A process function's ``process_element`` is such a step itself, so
     #: user code is called with no wrapper in between.
