@@ -164,8 +164,8 @@ class NetworkEnvironment:
                 if kind == _DATA:
                     gate, local = route[target]
                     gate._on_data(local, buffer, length, value)
-                elif kind == _RECYCLE:
-                    subs[target]._on_recycle(buffer, value)
+                elif kind == _RECYCLE:  # length: segments of a spanning buffer (0: one)
+                    subs[target]._on_recycle(buffer, value, length or 1)
                 elif kind == _CREDIT:
                     subs[target]._on_credit(value)
                 elif kind == _PRIORITY_BARRIER:

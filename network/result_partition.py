@@ -9,7 +9,11 @@ through the ``wait`` callback, so recycled buffers and cancellation still get
 through.
 
 Buffers are kept full: a batch that does not fit the free space of the current
-buffer is cut by rows, the first part filling the buffer. The batches of a
+buffer is cut by rows, the first part filling the buffer. A batch too large for
+one segment is instead written whole into a buffer that spans contiguous
+segments of the subpartition (see :meth:`ResultSubpartition._add_spanning`):
+one Arrow write, one DATA message, one frame to decode, and it costs one credit
+per segment it spans. The batches of a
 channel form one Arrow IPC stream (:class:`~flowrun.network.frames.ChannelStream`),
 so the schema is written once per channel. DATA messages are only posted while
 a call works and written together when it returns (or before it waits).
@@ -27,6 +31,7 @@ from .buffer_pool import LocalBufferPool, NetworkBufferPool
 from .doorbell import DoorbellWriter, Kind
 from .frames import (
     FIRST,
+    HEADER,
     BufferBuilder,
     ChannelStream,
     fit_rows,
@@ -79,28 +84,42 @@ class ResultSubpartition:
         self._wait = wait
         self._stats = stats
         self._queue: deque[tuple[int, int]] = deque()
+        #: segments of the buffers in ``_queue`` (the backlog announced to the consumer)
+        self._queued_segments = 0
+        self._segment = pool.segment_size
+        #: most segments one buffer may span: a buffer of k segments needs k credits at
+        #: once, and only the exclusive credits are sure to come back; its segments must
+        #: be consecutive buffers of this subpartition
+        self._max_span = min(initial_credit, local_pool.longest_run())
         self._current: BufferBuilder | None = None
         self._current_index = -1
         self.buffers_sent = 0
         self.bytes_sent = 0
 
     # -- producing ------------------------------------------------------------
-    def _request_buffer(self) -> None:
+    def _request_buffer(self, segments: int = 1) -> None:
+        """Start a new current buffer of ``segments`` contiguous segments (waits for them).
+
+        Waiting for a run of segments always ends: ``segments`` is at most the longest
+        run of this subpartition's buffers, and every buffer comes back once consumed.
+        """
         if self._queue and self._poll is not None:
             # buffers wait for credit: take in the recycles and credits that arrived
             # meanwhile, so that they go out now rather than after this batch
             self._poll()
-        index = self.local_pool.request()
+        request = self.local_pool.request_run
+        index = request(segments)
         if index is None:
             self._peer.flush()  # the consumer must learn of every queued buffer before we wait
             start = time.perf_counter_ns()
             self._stats.waits += 1
             while index is None:
                 self._wait()
-                index = self.local_pool.request()
+                index = request(segments)
             self._stats.blocked_ns += time.perf_counter_ns() - start
+        segment = self._segment
         self._current = BufferBuilder(
-            self._pool.buffer(index), self._stream, index * self._pool.segment_size
+            self._pool.region(index, segments * segment), self._stream, index * segment
         )
         self._current_index = index
 
@@ -108,7 +127,9 @@ class ResultSubpartition:
         current = self._current
         if current is not None and not current.is_empty():
             current.close()
-            self._queue.append((self._current_index, current.offset))
+            length = current.offset
+            self._queue.append((self._current_index, length))
+            self._queued_segments += 1 if length <= self._segment else -(-length // self._segment)
             self._current = None
             self._current_index = -1
 
@@ -129,6 +150,14 @@ class ResultSubpartition:
             return
         size = record_batch_size(batch)
         current = self._current
+        if current is not None and size <= current.space_for(info):
+            current.append_batch(batch, info, size)
+            if current.capacity - current.offset < _FINISH_BELOW:
+                self._finish_current()
+                self._send_queued()
+            return
+        if self._max_span > 1 and self._add_spanning(batch, info, size):
+            return
         while True:
             if current is None:
                 self._request_buffer()
@@ -159,6 +188,35 @@ class ResultSubpartition:
             self._finish_current()
             self._send_queued()
             current = None
+
+    def _add_spanning(self, batch: pa.RecordBatch, info, size: int) -> bool:
+        """Write a batch too large for one segment whole into a buffer spanning contiguous
+        segments, and hand it over at once; False (nothing done) if it fits one segment
+        or needs more segments than a buffer may span.
+
+        Why: cutting it by rows instead costs a size search, slices and a second Arrow
+        write on this side and a second frame on the consumer's, per batch. The free
+        tail of the last segment is given up -- the next batch of such a size would not
+        fit it -- and the current buffer is handed over first, as it is when full.
+        """
+        stream = self._stream
+        need = HEADER.size + size
+        if stream is None or not stream.matches(info):
+            need += info.message_size
+        segment = self._segment
+        if need <= segment:
+            return False
+        segments = -(-need // segment)
+        if segments > self._max_span:
+            return False
+        self._finish_current()
+        self._send_queued()
+        self._request_buffer(segments)
+        current = self._current
+        current.append_batch(batch, info, size)
+        self._finish_current()
+        self._send_queued()
+        return True
 
     def _add_stream_batch(self, batch: pa.RecordBatch) -> None:
         """Batches with dictionaries: one complete stream per frame, halved when too big."""
@@ -219,7 +277,7 @@ class ResultSubpartition:
         output channel state); they stay queued and go out after the priority barrier."""
         self._finish_current()
         pool = self._pool
-        return [bytes(pool.buffer(index)[:length]) for index, length in self._queue]
+        return [bytes(pool.region(index, length)) for index, length in self._queue]
 
     def post_priority_barrier(self, checkpoint_id: int) -> None:
         """Tell the consumer about barrier ``checkpoint_id`` ahead of the queued buffers."""
@@ -237,21 +295,34 @@ class ResultSubpartition:
 
     # -- credit ---------------------------------------------------------------
     def _send_queued(self) -> None:
+        """Hand over queued buffers while credit lasts: one credit per segment, and the
+        backlog announced is the segments still queued."""
         queue = self._queue
-        while queue and self.credit > 0:
-            index, length = queue.popleft()
-            self.credit -= 1
+        segment = self._segment
+        while queue:
+            index, length = queue[0]
+            segments = 1 if length <= segment else -(-length // segment)
+            if self.credit < segments:
+                return
+            queue.popleft()
+            self.credit -= segments
+            self._queued_segments -= segments
             self.buffers_sent += 1
             self.bytes_sent += length
-            self._peer.post(Kind.DATA, self._peer_channel, index, length, len(queue))
+            self._peer.post(Kind.DATA, self._peer_channel, index, length, self._queued_segments)
 
-    def on_recycle(self, index: int, credit: int) -> None:
-        self._on_recycle(index, credit)
+    def on_recycle(self, index: int, credit: int, segments: int = 1) -> None:
+        self._on_recycle(index, credit, segments)
         self._peer.flush()
 
-    def _on_recycle(self, index: int, credit: int) -> None:
-        """:meth:`on_recycle` leaving DATA messages pending (the caller flushes the peer)."""
-        self.local_pool.recycle(index)
+    def _on_recycle(self, index: int, credit: int, segments: int = 1) -> None:
+        """:meth:`on_recycle` leaving DATA messages pending (the caller flushes the peer).
+
+        ``segments``: how many segments buffer ``index`` spans (from ``index`` on).
+        """
+        recycle = self.local_pool.recycle
+        for segment in range(index, index + segments):
+            recycle(segment)
         if credit:
             self.credit += credit
             self._send_queued()
@@ -266,7 +337,8 @@ class ResultSubpartition:
 
     @property
     def backlog(self) -> int:
-        return len(self._queue)
+        """Segments of the buffers queued for credit."""
+        return self._queued_segments
 
     def close(self) -> None:
         """Drop the Arrow writers (they reference shared memory)."""
