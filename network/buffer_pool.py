@@ -154,10 +154,9 @@ class LocalBufferPool:
         free = self._free
         if len(free) < count:
             return None
-        members = set(free)
-        for pos in range(len(free) - 1, -1, -1):
+        for pos in range(len(free) - 1, -1, -1):  # a handful of buffers: lists beat sets
             first = free[pos]
-            if all(first + j in members for j in range(1, count)):
+            if all(first + j in free for j in range(1, count)):
                 for j in range(count):
                     free.remove(first + j)
                 return first

@@ -321,7 +321,9 @@ class ResultSubpartition:
         ``segments``: how many segments buffer ``index`` spans (from ``index`` on).
         """
         recycle = self.local_pool.recycle
-        for segment in range(index, index + segments):
+        # last segment first: the run is then found again from its start, whole, by the
+        # next request (a span reused while it is still in the CPU cache)
+        for segment in range(index + segments - 1, index - 1, -1):
             recycle(segment)
         if credit:
             self.credit += credit
