@@ -48,6 +48,9 @@ class Kind(IntEnum):
     #: sender -> receiver: an unaligned checkpoint barrier that overtakes the channel's
     #: queued buffers; buffer = checkpoint id (low 32 bits), length = high 32 bits
     PRIORITY_BARRIER = 4
+    #: sender -> receiver: value = segments queued for lack of credit, announced when
+    #: no DATA message could carry that backlog (see ResultSubpartition._announce_backlog)
+    BACKLOG = 5
 
 
 def create_doorbell_pipe() -> tuple[int, int]:

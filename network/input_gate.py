@@ -93,6 +93,10 @@ class InputGate:
         if not ch.in_ready and not ch.blocked:
             ch.in_ready = True
             self._ready.append(ch)
+        self._on_backlog(channel, backlog)
+
+    def _on_backlog(self, channel: int, backlog: int) -> None:
+        """A backlog announced by ``channel``'s producer: post the floating credits it wins."""
         for target, n in self.ledger.on_backlog(channel, backlog):
             peer = self.channels[target]
             peer.peer.post(Kind.CREDIT, peer.peer_subpartition, 0, 0, n)

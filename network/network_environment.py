@@ -22,6 +22,7 @@ _DATA = int(Kind.DATA)
 _RECYCLE = int(Kind.RECYCLE)
 _CREDIT = int(Kind.CREDIT)
 _PRIORITY_BARRIER = int(Kind.PRIORITY_BARRIER)
+_BACKLOG = int(Kind.BACKLOG)
 
 __all__ = [
     "SubpartitionDescriptor",
@@ -168,6 +169,9 @@ class NetworkEnvironment:
                     subs[target]._on_recycle(buffer, value, length or 1)
                 elif kind == _CREDIT:
                     subs[target]._on_credit(value)
+                elif kind == _BACKLOG:
+                    gate, local = route[target]
+                    gate._on_backlog(local, value)
                 elif kind == _PRIORITY_BARRIER:
                     gate, local = route[target]
                     # the buffers queued now were sent before the barrier: remember how many

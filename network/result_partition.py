@@ -13,9 +13,10 @@ buffer is cut by rows, the first part filling the buffer. A batch too large for
 one segment is instead written whole into a buffer that spans contiguous
 segments of the subpartition (see :meth:`ResultSubpartition._add_spanning`):
 one Arrow write, one DATA message, one frame to decode, and it costs one credit
-per segment it spans. The batches of a
-channel form one Arrow IPC stream (:class:`~flowrun.network.frames.ChannelStream`),
-so the schema is written once per channel. DATA messages are only posted while
+per segment it spans; the producer takes such a buffer when its segments are free
+and never waits for a run of them. The batches of a channel form one Arrow IPC
+stream (:class:`~flowrun.network.frames.ChannelStream`), so the schema is written
+once per channel. DATA messages are only posted while
 a call works and written together when it returns (or before it waits).
 """
 
@@ -86,6 +87,8 @@ class ResultSubpartition:
         self._queue: deque[tuple[int, int]] = deque()
         #: segments of the buffers in ``_queue`` (the backlog announced to the consumer)
         self._queued_segments = 0
+        #: the backlog the consumer was last told of
+        self._announced = 0
         self._segment = pool.segment_size
         #: most segments one buffer may span: a buffer of k segments needs k credits at
         #: once, and only the exclusive credits are sure to come back; its segments must
@@ -97,31 +100,38 @@ class ResultSubpartition:
         self.bytes_sent = 0
 
     # -- producing ------------------------------------------------------------
-    def _request_buffer(self, segments: int = 1) -> None:
-        """Start a new current buffer of ``segments`` contiguous segments (waits for them).
+    def _request_buffer(self, segments: int = 1) -> bool:
+        """Start a new current buffer of ``segments`` contiguous segments.
 
-        Waiting for a run of segments always ends: ``segments`` is at most the longest
-        run of this subpartition's buffers, and every buffer comes back once consumed.
+        Waits, as backpressure, while no buffer at all is free. A run of several
+        segments is not waited for -- a consumer may keep some buffers for long (an
+        operator holding zero-copy batches), so the free ones need not ever form a
+        run -- False then, and nothing is taken.
         """
         if self._queue and self._poll is not None:
             # buffers wait for credit: take in the recycles and credits that arrived
             # meanwhile, so that they go out now rather than after this batch
             self._poll()
-        request = self.local_pool.request_run
-        index = request(segments)
+        local_pool = self.local_pool
+        index = local_pool.request_run(segments)
         if index is None:
-            self._peer.flush()  # the consumer must learn of every queued buffer before we wait
-            start = time.perf_counter_ns()
-            self._stats.waits += 1
-            while index is None:
-                self._wait()
-                index = request(segments)
-            self._stats.blocked_ns += time.perf_counter_ns() - start
+            if not local_pool.num_available:
+                self._announce_backlog()
+                self._peer.flush()  # the consumer must learn of every queued buffer first
+                start = time.perf_counter_ns()
+                self._stats.waits += 1
+                while not local_pool.num_available:
+                    self._wait()
+                self._stats.blocked_ns += time.perf_counter_ns() - start
+            index = local_pool.request_run(segments)
+            if index is None:
+                return False
         segment = self._segment
         self._current = BufferBuilder(
             self._pool.region(index, segments * segment), self._stream, index * segment
         )
         self._current_index = index
+        return True
 
     def _finish_current(self) -> None:
         current = self._current
@@ -156,8 +166,10 @@ class ResultSubpartition:
                 self._finish_current()
                 self._send_queued()
             return
-        if self._max_span > 1 and self._add_spanning(batch, info, size):
-            return
+        if self._max_span > 1:
+            if self._add_spanning(batch, info, size):
+                return
+            current = self._current  # it may have handed the current buffer over
         while True:
             if current is None:
                 self._request_buffer()
@@ -191,8 +203,9 @@ class ResultSubpartition:
 
     def _add_spanning(self, batch: pa.RecordBatch, info, size: int) -> bool:
         """Write a batch too large for one segment whole into a buffer spanning contiguous
-        segments, and hand it over at once; False (nothing done) if it fits one segment
-        or needs more segments than a buffer may span.
+        segments, and hand it over at once; False (the batch is not written) if it fits
+        one segment, needs more segments than a buffer may span, or no run of free
+        segments is left.
 
         Why: cutting it by rows instead costs a size search, slices and a second Arrow
         write on this side and a second frame on the consumer's, per batch. The free
@@ -211,7 +224,8 @@ class ResultSubpartition:
             return False
         self._finish_current()
         self._send_queued()
-        self._request_buffer(segments)
+        if not self._request_buffer(segments):
+            return False  # free buffers, but no run of them: cut the batch as usual
         current = self._current
         current.append_batch(batch, info, size)
         self._finish_current()
@@ -270,6 +284,7 @@ class ResultSubpartition:
         """Hand over the partly filled buffer (buffer timeout, latency mode, events)."""
         self._finish_current()
         self._send_queued()
+        self._announce_backlog()
         self._peer.flush()
 
     def snapshot_in_flight(self) -> list[bytes]:
@@ -310,6 +325,21 @@ class ResultSubpartition:
             self.buffers_sent += 1
             self.bytes_sent += length
             self._peer.post(Kind.DATA, self._peer_channel, index, length, self._queued_segments)
+            self._announced = self._queued_segments
+
+    def _announce_backlog(self) -> None:
+        """Tell the consumer of buffers queued for lack of credit that no DATA announced.
+
+        Why: the backlog normally travels with DATA messages, and floating credits are
+        granted against it. A channel whose credits are all held by its consumer -- an
+        operator keeping zero-copy batches keeps their buffers, and a buffer spanning
+        segments takes several credits -- sends no DATA, so without this message it
+        would wait for good. Called only where the producer is about to wait (no free
+        buffer, or a flush that left buffers queued), so the hot path sends none.
+        """
+        if self._queued_segments > self._announced:
+            self._announced = self._queued_segments
+            self._peer.post(Kind.BACKLOG, self._peer_channel, 0, 0, self._queued_segments)
 
     def on_recycle(self, index: int, credit: int, segments: int = 1) -> None:
         self._on_recycle(index, credit, segments)
