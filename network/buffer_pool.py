@@ -156,7 +156,10 @@ class LocalBufferPool:
             return None
         for pos in range(len(free) - 1, -1, -1):  # a handful of buffers: lists beat sets
             first = free[pos]
-            if all(first + j in free for j in range(1, count)):
+            for j in range(1, count):
+                if first + j not in free:
+                    break
+            else:
                 for j in range(count):
                     free.remove(first + j)
                 return first

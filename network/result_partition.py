@@ -35,6 +35,7 @@ from .frames import (
     HEADER,
     BufferBuilder,
     ChannelStream,
+    SchemaInfo,
     fit_rows,
     record_batch_size,
     schema_info,
@@ -201,7 +202,7 @@ class ResultSubpartition:
             self._send_queued()
             current = None
 
-    def _add_spanning(self, batch: pa.RecordBatch, info, size: int) -> bool:
+    def _add_spanning(self, batch: pa.RecordBatch, info: SchemaInfo, size: int) -> bool:
         """Write a batch too large for one segment whole into a buffer spanning contiguous
         segments, and hand it over at once; False (the batch is not written) if it fits
         one segment, needs more segments than a buffer may span, or no run of free
@@ -220,10 +221,12 @@ class ResultSubpartition:
         if need <= segment:
             return False
         segments = -(-need // segment)
-        if segments > self._max_span:
-            return False
-        self._finish_current()
-        self._send_queued()
+        current = self._current
+        if segments > self._max_span or (current is not None and current.is_empty()):
+            return False  # an empty current buffer is filled by cutting, as before
+        if current is not None:
+            self._finish_current()
+            self._send_queued()
         if not self._request_buffer(segments):
             return False  # free buffers, but no run of them: cut the batch as usual
         current = self._current
