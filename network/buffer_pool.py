@@ -91,6 +91,18 @@ class NetworkBufferPool:
         """The writable memory of buffer ``index``."""
         return self._buffers[index]
 
+    def region(self, index: int, length: int) -> memoryview:
+        """The first ``length`` bytes from the start of buffer ``index`` on, which may run
+        through the buffers after it (a buffer spanning contiguous segments)."""
+        if length <= self.segment_size:
+            return self._buffers[index][:length]
+        start = index * self.segment_size
+        return self._view[start : start + length]
+
+    def segments(self, length: int) -> int:
+        """How many segments a buffer of ``length`` bytes spans (at least one)."""
+        return 1 if length <= self.segment_size else -(-length // self.segment_size)
+
     def close(self) -> None:
         for view in self._buffers:
             view.release()
@@ -122,12 +134,45 @@ class LocalBufferPool:
     """
 
     def __init__(self, indices: Iterable[int]) -> None:
-        self._free: list[int] = list(indices)[::-1]
+        self._all = tuple(indices)
+        self._free: list[int] = list(self._all)[::-1]
         self.size = len(self._free)
 
     def request(self) -> int | None:
         """The free buffer recycled last, or None when every buffer is in use."""
         return self._free.pop() if self._free else None
+
+    def request_run(self, count: int) -> int | None:
+        """The first index of ``count`` free buffers with consecutive indices (contiguous
+        segments of the pool), or None if no such run is free.
+
+        Runs that start with a recently recycled buffer are preferred, for the same
+        reason as in :meth:`request`.
+        """
+        if count == 1:
+            return self.request()
+        free = self._free
+        if len(free) < count:
+            return None
+        for pos in range(len(free) - 1, -1, -1):  # a handful of buffers: lists beat sets
+            first = free[pos]
+            for j in range(1, count):
+                if first + j not in free:
+                    break
+            else:
+                for j in range(count):
+                    free.remove(first + j)
+                return first
+        return None
+
+    def longest_run(self) -> int:
+        """The most consecutive indices among all buffers of this pool (free or not)."""
+        indices = sorted(self._all)
+        best = run = 1 if indices else 0
+        for previous, index in zip(indices, indices[1:], strict=False):
+            run = run + 1 if index == previous + 1 else 1
+            best = max(best, run)
+        return best
 
     def recycle(self, index: int) -> None:
         self._free.append(index)

@@ -34,6 +34,9 @@ class CreditLedger:
         self.floating_free = floating
         self.floating = [0] * num_channels
         self.backlog = [0] * num_channels
+        #: channels whose backlog exceeds their floating credits: the only candidates for
+        #: a grant, so that a recycle with nobody wanting costs no scan of all channels
+        self._wanting: set[int] = set()
 
     def initial_credit(self) -> int:
         """Credits a sender holds when the job starts."""
@@ -42,9 +45,11 @@ class CreditLedger:
     def on_backlog(self, channel: int, backlog: int) -> list[tuple[int, int]]:
         """Record an announced backlog; returns floating grants ``[(channel, n)]``."""
         self.backlog[channel] = backlog
-        if not self.floating_free or backlog <= self.floating[channel]:
+        if backlog <= self.floating[channel]:
+            self._wanting.discard(channel)
             return []
-        return self._distribute()
+        self._wanting.add(channel)
+        return self._distribute() if self.floating_free else []
 
     def on_recycle(self, channel: int) -> int:
         """A buffer of ``channel`` was consumed: credits to give back to its sender (0 or 1).
@@ -59,21 +64,19 @@ class CreditLedger:
 
     def redistribute(self) -> list[tuple[int, int]]:
         """Floating grants after credits came back to the gate."""
-        return self._distribute() if self.floating_free else []
+        return self._distribute() if self.floating_free and self._wanting else []
 
     def _distribute(self) -> list[tuple[int, int]]:
-        wanting = [
-            (self.backlog[c] - self.floating[c], c)
-            for c in range(len(self.backlog))
-            if self.backlog[c] > self.floating[c]
-        ]
-        wanting.sort(reverse=True)
+        backlog, floating = self.backlog, self.floating
+        wanting = sorted(((backlog[c] - floating[c], c) for c in self._wanting), reverse=True)
         grants = []
         for want, channel in wanting:
             if not self.floating_free:
                 break
             n = min(want, self.floating_free)
-            self.floating[channel] += n
+            floating[channel] += n
             self.floating_free -= n
             grants.append((channel, n))
+            if n == want:
+                self._wanting.discard(channel)
         return grants

@@ -41,11 +41,16 @@ _PIPE_SIZE = 1 << 20
 
 class Kind(IntEnum):
     DATA = 1  #: sender -> receiver: buffer, length, backlog
-    RECYCLE = 2  #: receiver -> sender: buffer is free; value = credit granted back
+    #: receiver -> sender: buffer is free; value = credit granted back; length = the
+    #: segments it spans when more than one (0 otherwise)
+    RECYCLE = 2
     CREDIT = 3  #: receiver -> sender: value = floating credits granted
     #: sender -> receiver: an unaligned checkpoint barrier that overtakes the channel's
     #: queued buffers; buffer = checkpoint id (low 32 bits), length = high 32 bits
     PRIORITY_BARRIER = 4
+    #: sender -> receiver: value = segments queued for lack of credit, announced when
+    #: no DATA message could carry that backlog (see ResultSubpartition._announce_backlog)
+    BACKLOG = 5
 
 
 def create_doorbell_pipe() -> tuple[int, int]:

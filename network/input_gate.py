@@ -4,7 +4,9 @@ Buffers announced by DATA doorbell messages queue per channel; the task takes
 them round-robin across channels (so one busy producer cannot starve the
 others), reads their frames zero-copy, and recycles each buffer once the
 operator chain is done with it. Recycling returns the credit decided by the
-gate's :class:`~flowrun.network.credit.CreditLedger`.
+gate's :class:`~flowrun.network.credit.CreditLedger`, one decision per segment:
+a buffer longer than a segment spans the segments after its own, took one
+credit per segment, and its RECYCLE message says how many it frees.
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class InputGate:
         self.priority_barriers: list[tuple[int, int, int]] = []
         #: the distinct doorbell writers of the channels' producers
         self._peers: list[DoorbellWriter] = list({id(ch.peer): ch.peer for ch in channels}.values())
+        #: segments of the buffers handed out by :meth:`poll` that span more than one
+        self._spans: dict[int, int] = {}
 
     # -- doorbell -------------------------------------------------------------
     def on_data(self, channel: int, buffer: int, length: int, backlog: int) -> None:
@@ -92,6 +96,10 @@ class InputGate:
         if not ch.in_ready and not ch.blocked:
             ch.in_ready = True
             self._ready.append(ch)
+        self._on_backlog(channel, backlog)
+
+    def _on_backlog(self, channel: int, backlog: int) -> None:
+        """A backlog announced by ``channel``'s producer: post the floating credits it wins."""
         for target, n in self.ledger.on_backlog(channel, backlog):
             peer = self.channels[target]
             peer.peer.post(Kind.CREDIT, peer.peer_subpartition, 0, 0, n)
@@ -129,7 +137,7 @@ class InputGate:
         """Copies of the first ``count`` buffers queued on ``channel`` (in-flight data)."""
         pool = self._pool
         queue = self.channels[channel].queue
-        return [bytes(pool.buffer(queue[i][0])[: queue[i][1]]) for i in range(count)]
+        return [bytes(pool.region(*queue[i])) for i in range(count)]
 
     # -- consuming ------------------------------------------------------------
     def has_data(self) -> bool:
@@ -147,13 +155,22 @@ class InputGate:
             ch.in_ready = False
         self.buffers_received += 1
         self.bytes_received += length
-        return ch.index, buffer, self._pool.buffer(buffer)[:length]
+        pool = self._pool
+        if length > pool.segment_size:
+            self._spans[buffer] = pool.segments(length)
+        return ch.index, buffer, pool.region(buffer, length)
 
     def recycle(self, channel: int, buffer: int) -> None:
         """Give ``buffer`` back to its producer with the credit the ledger decides."""
         ch = self.channels[channel]
-        ch.peer.post(Kind.RECYCLE, ch.peer_subpartition, buffer, 0, self.ledger.on_recycle(channel))
-        grants = self.ledger.redistribute()
+        ledger = self.ledger
+        segments = self._spans.pop(buffer, 1) if self._spans else 1
+        if segments == 1:
+            ch.peer.post(Kind.RECYCLE, ch.peer_subpartition, buffer, 0, ledger.on_recycle(channel))
+        else:
+            credit = sum(ledger.on_recycle(channel) for _ in range(segments))
+            ch.peer.post(Kind.RECYCLE, ch.peer_subpartition, buffer, segments, credit)
+        grants = ledger.redistribute()
         if not grants:
             ch.peer.flush()
             return

@@ -22,6 +22,7 @@ _DATA = int(Kind.DATA)
 _RECYCLE = int(Kind.RECYCLE)
 _CREDIT = int(Kind.CREDIT)
 _PRIORITY_BARRIER = int(Kind.PRIORITY_BARRIER)
+_BACKLOG = int(Kind.BACKLOG)
 
 __all__ = [
     "SubpartitionDescriptor",
@@ -164,10 +165,13 @@ class NetworkEnvironment:
                 if kind == _DATA:
                     gate, local = route[target]
                     gate._on_data(local, buffer, length, value)
-                elif kind == _RECYCLE:
-                    subs[target]._on_recycle(buffer, value)
+                elif kind == _RECYCLE:  # length: segments of a spanning buffer (0: one)
+                    subs[target]._on_recycle(buffer, value, length or 1)
                 elif kind == _CREDIT:
                     subs[target]._on_credit(value)
+                elif kind == _BACKLOG:
+                    gate, local = route[target]
+                    gate._on_backlog(local, value)
                 elif kind == _PRIORITY_BARRIER:
                     gate, local = route[target]
                     # the buffers queued now were sent before the barrier: remember how many

@@ -195,6 +195,17 @@ def test_local_buffer_pool_recycles(segment):
     assert local.num_available == 1 and local.request() == 3
 
 
+def test_local_buffer_pool_finds_runs_of_consecutive_buffers():
+    local = LocalBufferPool([4, 5, 6, 9])
+    assert local.longest_run() == 3 and LocalBufferPool([1, 3, 5]).longest_run() == 1
+    assert local.request_run(2) == 4 and local.num_available == 2
+    assert local.request_run(2) is None  # 6 and 9 are free, but not consecutive
+    local.recycle(5)
+    local.recycle(4)
+    assert local.request_run(3) == 4 and local.request_run(1) == 9
+    assert local.request_run(1) is None
+
+
 # -- one channel inside this process ------------------------------------------------
 
 
@@ -272,6 +283,160 @@ def test_slice_to_fit_keeps_buffers_full():
         assert all(length >= segment - 600 for length, _kinds in data_buffers[:-1])
         assert len(data_buffers) <= 21  # 160 KB in 8 KiB buffers (halving would need 40)
         assert len(channel.batches) <= 40  # a batch is cut at most once per buffer
+    finally:
+        channel.close()
+
+
+def _int_batch(start: int, rows: int) -> pa.RecordBatch:
+    return pa.record_batch([pa.array(range(start, start + rows), pa.int64())], names=["x"])
+
+
+def test_a_batch_larger_than_a_segment_spans_contiguous_segments():
+    segment = 8192
+    channel = _LocalChannel(segment)
+    try:
+        n = 0
+        for _ in range(12):  # ~12 KB per batch: two segments each, never cut
+            channel.sub.add_batch(_int_batch(n, 1500))
+            n += 1500
+            assert channel.sub.credit >= 0
+            channel.pump()
+        channel.finish()
+        rows = [v for b in channel.batches for v in b.column(0).to_pylist()]
+        assert rows == list(range(n))
+        assert [len(b) for b in channel.batches] == [1500] * 12
+        data_buffers = channel.buffers[:-1]
+        assert len(data_buffers) == 12
+        assert all(segment < length <= 2 * segment for length, _kinds in data_buffers)
+        # every segment came back, and every credit: two per spanning buffer
+        assert channel.producer.outputs_drained()
+        assert channel.sub.credit + channel.gate.ledger.floating_free == 2 + 8
+    finally:
+        channel.close()
+
+
+def test_spanning_buffers_under_backpressure_take_one_credit_per_segment():
+    """The consumer reads nothing until the producer has filled every buffer it may."""
+    segment = 8192
+    channel = _LocalChannel(segment)
+    sent = []
+    real_pump = channel.pump
+
+    def blocked_pump():  # what the producer's wait does: only now the consumer catches up
+        sent.append(channel.sub.buffers_sent)
+        real_pump()
+
+    channel.sub._wait = blocked_pump
+    try:
+        n = 0
+        for _ in range(20):
+            channel.sub.add_batch(_int_batch(n, 1500))
+            n += 1500
+            channel.producer.process_doorbell()
+        channel.finish()
+        rows = [v for b in channel.batches for v in b.column(0).to_pylist()]
+        assert rows == list(range(n))
+        assert sent and sent[0] == 1  # two exclusive credits: one two-segment buffer
+        assert channel.producer.outputs_drained()
+    finally:
+        channel.close()
+
+
+def test_buffers_kept_by_the_consumer_leave_no_run_and_batches_are_cut():
+    """An operator may keep zero-copy batches, and their buffers, for long: the producer
+    must go on with the free segments that are left even when no two are adjacent
+    (here buffers 0 and 2, around the kept buffer 1)."""
+    segment = 8192
+    channel = _LocalChannel(segment, buffers=3)
+    kept = []
+    real_recycle = channel.gate.recycle
+
+    def recycle(ch, buffer):
+        if buffer == 1 and not kept:
+            kept.append((ch, buffer))  # buffer 1 stays with the consumer
+        else:
+            real_recycle(ch, buffer)
+
+    channel.gate.recycle = recycle
+    waits = []
+
+    def wait():
+        waits.append(1)
+        assert len(waits) < 1000, "the producer waits for segments that never come back"
+        channel.pump()
+
+    channel.sub._wait = wait
+    try:
+        for i in range(3):  # one small batch per buffer: buffers 0, 1, 2 in turn
+            channel.sub.add_batch(_int_batch(10 * i, 10))
+            channel.sub.flush()
+        for _ in range(3):
+            channel.pump()
+        assert [b for _ch, b in kept] == [1]
+        n = 30
+        for _ in range(6):
+            channel.sub.add_batch(_int_batch(n, 1500))  # two segments: none adjacent is free
+            n += 1500
+            channel.pump()
+        for ch, buffer in kept:
+            real_recycle(ch, buffer)
+        channel.finish()
+        rows = [v for b in channel.batches for v in b.column(0).to_pylist()]
+        assert rows == list(range(n))
+    finally:
+        channel.close()
+
+
+def test_a_kept_spanning_buffer_holding_every_exclusive_credit_does_not_stall():
+    """The consumer keeps the first buffer (two segments: both exclusive credits). The
+    producer learns of no credit from DATA any more; its BACKLOG message wins floating
+    credits instead."""
+    channel = _LocalChannel(8192)
+    kept = []
+    real_recycle = channel.gate.recycle
+
+    def recycle(ch, buffer):
+        if not kept:
+            kept.append((ch, buffer))
+        else:
+            real_recycle(ch, buffer)
+
+    channel.gate.recycle = recycle
+    waits = []
+
+    def wait():
+        waits.append(1)
+        assert len(waits) < 1000, "the channel stalled"
+        channel.pump()
+
+    channel.sub._wait = wait
+    try:
+        n = 0
+        for _ in range(30):
+            channel.sub.add_batch(_int_batch(n, 1500))
+            n += 1500
+        channel.sub.flush()
+        while len(channel.batches) < 30:
+            wait()
+        assert len(kept) == 1
+        real_recycle(*kept[0])
+        channel.finish()
+        rows = [v for b in channel.batches for v in b.column(0).to_pylist()]
+        assert rows == list(range(n))
+    finally:
+        channel.close()
+
+
+def test_a_batch_needing_more_segments_than_a_buffer_may_span_is_cut():
+    segment = 8192
+    channel = _LocalChannel(segment)
+    try:
+        channel.sub.add_batch(_int_batch(0, 3000))  # ~24 KB: three segments > 2 credits
+        channel.pump()
+        channel.finish()
+        rows = [v for b in channel.batches for v in b.column(0).to_pylist()]
+        assert rows == list(range(3000)) and len(channel.batches) > 1
+        assert all(length <= segment for length, _kinds in channel.buffers)
     finally:
         channel.close()
 
