@@ -365,7 +365,18 @@ class ShufflePartitioner(StreamPartitioner):
         return self._rng.integers(0, self.num_channels, batch.num_rows, dtype=np.int32)
 
 
-def _extract_keys(key_selector: Callable[[Any], Any], records: Sequence[Any]) -> list:
+def _extract_keys(
+    key_selector: Callable[[Any], Any],
+    records: Sequence[Any],
+    fast: Callable[[Any], Any] | None = None,
+) -> list:
+    """The keys of ``records``; ``fast`` is an equivalent of ``key_selector`` to try first
+    (``field_getter``): if it raises, the user's selector runs, for its own error."""
+    if fast is not None:
+        try:
+            return list(map(fast, records))
+        except Exception:
+            pass
     keys: list = []
     try:
         # extend() keeps the keys produced before a failure, so len(keys) finds the culprit.
@@ -445,9 +456,12 @@ class KeyGroupStreamPartitioner(StreamPartitioner):
     name = "HASH"
 
     def __init__(self, key_selector: Callable[[Any], Any], max_parallelism: int) -> None:
+        from flowrun.core.functions import field_getter
+
         super().__init__()
         check_parallelism(max_parallelism, "max parallelism")
         self.key_selector = key_selector
+        self._fast = field_getter(key_selector)  #: lambda r: r[0] as an itemgetter
         self.max_parallelism = max_parallelism
 
     def setup(self, num_channels: int, subtask_index: int = 0) -> None:
@@ -470,7 +484,9 @@ class KeyGroupStreamPartitioner(StreamPartitioner):
         )
 
     def _row_channels(self, records: list) -> np.ndarray:
-        return self._channels_for_keys(records, _extract_keys(self.key_selector, records))
+        return self._channels_for_keys(
+            records, _extract_keys(self.key_selector, records, self._fast)
+        )
 
     def split_encoded(self, records: list, encode: Encode) -> list[pa.RecordBatch | None]:
         """Serialise ``records`` once with ``encode`` and split that batch by channel.
@@ -487,7 +503,7 @@ class KeyGroupStreamPartitioner(StreamPartitioner):
         num_channels = self._require_setup()
         if not records:
             return [None] * num_channels
-        keys = _extract_keys(self.key_selector, records)
+        keys = _extract_keys(self.key_selector, records, self._fast)
         batch, columns = encode(records)
         column = _key_column(keys, batch, columns)
         if column is None:
@@ -503,7 +519,7 @@ class KeyGroupStreamPartitioner(StreamPartitioner):
     def _batch_channels(self, batch: pa.RecordBatch) -> np.ndarray:
         # The key selector sees each row as a dict, the row form of an Arrow batch.
         rows = batch.to_pylist()
-        return self._channels_for_keys(rows, _extract_keys(self.key_selector, rows))
+        return self._channels_for_keys(rows, _extract_keys(self.key_selector, rows, self._fast))
 
 
 class ArrowKeyGroupPartitioner(StreamPartitioner):
@@ -579,9 +595,12 @@ class CustomPartitionerWrapper(StreamPartitioner):
         partitioner_fn: Callable[[Any, int], int],
         key_selector: Callable[[Any], Any],
     ) -> None:
+        from flowrun.core.functions import field_getter
+
         super().__init__()
         self.partitioner_fn = partitioner_fn
         self.key_selector = key_selector
+        self._fast = field_getter(key_selector)
 
     def _channels_for_keys(self, records: Sequence[Any], keys: list) -> np.ndarray:
         n = self.num_channels
@@ -606,8 +625,10 @@ class CustomPartitionerWrapper(StreamPartitioner):
         return channels.astype(np.int32, copy=False)
 
     def _row_channels(self, records: list) -> np.ndarray:
-        return self._channels_for_keys(records, _extract_keys(self.key_selector, records))
+        return self._channels_for_keys(
+            records, _extract_keys(self.key_selector, records, self._fast)
+        )
 
     def _batch_channels(self, batch: pa.RecordBatch) -> np.ndarray:
         rows = batch.to_pylist()
-        return self._channels_for_keys(rows, _extract_keys(self.key_selector, rows))
+        return self._channels_for_keys(rows, _extract_keys(self.key_selector, rows, self._fast))

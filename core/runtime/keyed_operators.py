@@ -44,7 +44,7 @@ class KeyedOperator(StreamOperator):
         self.key_selectors = key_selectors
 
     def open(self) -> None:
-        from ..functions import as_key_selector
+        from ..functions import as_key_selector, field_getter
 
         self.backend = self.ctx.keyed_backend
         self.timers = self.ctx.timer_service
@@ -52,7 +52,9 @@ class KeyedOperator(StreamOperator):
         # The backend holds the current key; records set it through the backend's own
         # method directly (one call per record, not two).
         self.set_current_key = self.backend.set_current_key
-        self._key_fns = [as_key_selector(k) for k in self.key_selectors]
+        #: the user's selectors; ``_key_fns`` may be itemgetters doing the same (field_getter)
+        self._user_key_fns = [as_key_selector(k) for k in self.key_selectors]
+        self._key_fns = [field_getter(k) or k for k in self._user_key_fns]
         self.backend.begin_batch()
         try:
             super().open()
@@ -61,16 +63,23 @@ class KeyedOperator(StreamOperator):
 
     # -- keys -----------------------------------------------------------------------
     def _key_batch(self, records: list, input_index: int = 0) -> KeyBatch:
-        it = iter(records)
-        try:
-            keys = list(map(self._key_fns[input_index], it))
-        except Exception as exc:
-            raise self.fail(_failed_record(records, it), exc) from exc
+        keys = self._extract_keys(records, input_index)
         try:
             return KeyBatch(keys, self.ctx.max_parallelism)
         except TypeError as exc:  # UnhashableKeyError: find the record for the message
             bad = next((r for r, k in zip(records, keys, strict=True) if _bad_key(k)), None)
             raise self.fail(bad, exc) from exc
+
+    def _extract_keys(self, records: list, input_index: int = 0) -> list:
+        try:
+            return list(map(self._key_fns[input_index], records))
+        except Exception:
+            pass  # the user's own selector raises it again: its name and traceback
+        it = iter(records)
+        try:
+            return list(map(self._user_key_fns[input_index], it))
+        except Exception as exc:
+            raise self.fail(_failed_record(records, it), exc) from exc
 
     def _keys(self, records: list, input_index: int = 0) -> tuple[list, list]:
         batch = self._key_batch(records, input_index)
@@ -309,11 +318,7 @@ class _RunningValueOperator(KeyedOperator):
         raise NotImplementedError
 
     def process(self, records: list, input_index: int = 0) -> None:
-        it = iter(records)
-        try:
-            keys = list(map(self._key_fns[0], it))
-        except Exception as exc:
-            raise self.fail(_failed_record(records, it), exc) from exc
+        keys = self._extract_keys(records)
         cache = self._cache
         try:
             values = cache.values_for(keys)

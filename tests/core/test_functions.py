@@ -241,3 +241,27 @@ def test_open_and_close_only_touch_functions() -> None:
     open_function(len, ctx)  # plain callables have no lifecycle: nothing happens
     close_function(len)
     assert isinstance(double, Function)
+
+
+def test_field_getter_takes_only_a_plain_subscript_of_the_argument() -> None:
+    import operator
+
+    from flowrun.core.functions import field_getter
+
+    def first(pair):
+        return pair[0]
+
+    offset = 1
+    assert field_getter(first)(("a", 1)) == "a"
+    assert field_getter(lambda r: r["word"])({"word": "w"}) == "w"
+    for not_plain in (
+        lambda r: r[offset],  # a closure
+        lambda r, i=0: r[i],  # a default
+        lambda r: r[0][1],
+        lambda r: r[0].lower(),
+        lambda r: r[1.5],
+        lambda *r: r[0],
+        len,
+        operator.itemgetter(0),
+    ):
+        assert field_getter(not_plain) is None

@@ -135,6 +135,9 @@ def test_failing_key_selector_names_the_record() -> None:
     assert error.__cause__ is error.cause
     assert "key selector" in str(error)
     assert "{'wrong': 1}" in str(error)
+    # the selector runs as an itemgetter (field_getter), but the error is the user's own
+    assert "<lambda>" in str(error)
+    assert error.cause.__traceback__.tb_next is not None  # raised inside the lambda
 
 
 def test_unhashable_key_names_the_record() -> None:
