@@ -612,16 +612,19 @@ class KeyBatch:
     the key groups' range. Working that out once per batch, vectorised, keeps it out of
     the per-record path. ``ints`` is the keys as an int64 array when every key is an exact
     ``int`` (no bool, no numpy scalar) within int64, else None; ``groups`` the key groups
-    (int32 array) and ``group_list`` the same as Python ints.
+    (int32 array) and ``group_list`` the same as Python ints. ``floats``: some key is a
+    ``float`` (a NaN key needs care in a dict-based backend).
     """
 
-    __slots__ = ("keys", "ints", "groups", "group_list")
+    __slots__ = ("keys", "ints", "floats", "groups", "group_list")
 
     def __init__(self, keys: list, max_parallelism: int) -> None:
         check_parallelism(max_parallelism, "max parallelism")
         self.keys = keys
         ints = None
-        if keys and set(map(type, keys)) == _JUST_INT:
+        kinds = set(map(type, keys))
+        self.floats = any(issubclass(kind, float) for kind in kinds)
+        if keys and kinds == _JUST_INT:
             try:
                 ints = np.array(keys, dtype=np.int64)
             except OverflowError:
