@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from flowrun.core.functions import field_getter
 from flowrun.core.reprs import short_repr as _short_repr
 from flowrun.state.key_groups import (
     UnhashableKeyError,
@@ -456,8 +457,6 @@ class KeyGroupStreamPartitioner(StreamPartitioner):
     name = "HASH"
 
     def __init__(self, key_selector: Callable[[Any], Any], max_parallelism: int) -> None:
-        from flowrun.core.functions import field_getter
-
         super().__init__()
         check_parallelism(max_parallelism, "max parallelism")
         self.key_selector = key_selector
@@ -595,8 +594,6 @@ class CustomPartitionerWrapper(StreamPartitioner):
         partitioner_fn: Callable[[Any, int], int],
         key_selector: Callable[[Any], Any],
     ) -> None:
-        from flowrun.core.functions import field_getter
-
         super().__init__()
         self.partitioner_fn = partitioner_fn
         self.key_selector = key_selector

@@ -359,6 +359,12 @@ class _IntCodec(_Codec):
         return fast_serialize, fast_deserialize
 
 
+#: the one NaN object decoding returns: NaN equals NaN as a key (Java's ``Double.equals``;
+#: encoding already writes every NaN as the same bytes), but not in a Python dict, which
+#: finds this object by identity (the heap backend makes record keys the same object)
+NAN_KEY = float("nan")
+
+
 class _FloatCodec(_Codec):
     def __init__(self, fmt: str, what: str) -> None:
         self._st = struct.Struct(fmt)
@@ -377,7 +383,8 @@ class _FloatCodec(_Codec):
             raise ValueError(f"{v!r} is out of range for {self.what}") from None
 
     def dec(self, buf: Any) -> float:
-        return self._st.unpack(buf)[0]
+        v = self._st.unpack(buf)[0]
+        return v if v == v else NAN_KEY
 
     def unpack_at(self, buf: Any, pos: int) -> float:
         return self._st.unpack_from(buf, pos)[0]
@@ -395,7 +402,8 @@ class _FloatCodec(_Codec):
 
         def fast_deserialize(data: Any) -> Any:
             if len(data) == width:
-                return unpack(data)[0]
+                v = unpack(data)[0]
+                return v if v == v else NAN_KEY
             return deserialize(data)
 
         return fast_serialize, fast_deserialize
@@ -1257,7 +1265,8 @@ def _key_from_bytes(buf: Any) -> Any:
             raise ValueError("a None/bool key has no payload")
         return None if tag == _T_NONE else tag == _T_TRUE
     if tag == _T_FLOAT:
-        return _TAG_FLOAT.unpack(buf)[1]
+        v = _TAG_FLOAT.unpack(buf)[1]
+        return v if v == v else NAN_KEY
     if tag == _T_BYTES:
         return bytes(buf[1:])
     if tag == _T_BIG_INT:

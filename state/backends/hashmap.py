@@ -39,6 +39,7 @@ import pyarrow as pa
 from flowrun.core.typeinfo import TypeInformation
 
 from ..key_groups import KeyBatch, KeyGroupRange, assign_to_key_group
+from ..serializers import NAN_KEY
 from ..snapshot import StreamWriter, filter_key_groups
 from ..state import AggregatingState, ListState, MapState, ReducingState, ValueState
 from ..ttl import TtlPolicy
@@ -58,9 +59,6 @@ __all__ = ["HashMapKeyedStateBackend", "HashMapStateBackend"]
 
 _FLUSH_ROWS = 1 << 16
 _MISSING = object()
-#: the one NaN key object: every NaN key becomes it, so that a dict finds it by identity
-#: (NaN != NaN), as Flink's heap backend finds NaN keys by ``Double.equals``
-NAN_KEY = float("nan")
 _TS_BYTES = 8
 
 
@@ -122,7 +120,7 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
 
     def set_current_key(self, key: Any, key_group: int | None = None) -> None:
         if type(key) is float and key != key:
-            key = NAN_KEY  # NaN equals NaN as a key (Java's Double.equals), not in a dict
+            key = NAN_KEY  # the object decoding gives: one dict key for every NaN key
         if key_group is None:
             key_group = assign_to_key_group(key, self.max_parallelism)
         slot = key_group - self._start
@@ -379,7 +377,7 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
 
     def _load_any_rows(self, spec: StateSpec, groups: list[dict], rows: pa.Table) -> None:
         """Row by row: lists, maps, TTL."""
-        decode_key = _cached_decoder(_nan_key_shared(self.key_serializer.deserialize))
+        decode_key = _cached_decoder(self.key_serializer.deserialize)
         decode_value = spec.value_serializer.deserialize  # type: ignore[union-attr]
         ttl = spec.ttl is not None
         start = self._start
@@ -413,7 +411,7 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
     def _load_plain_values(self, spec: StateSpec, groups: list[dict], rows: pa.Table) -> None:
         """One value per key, no TTL: decode in bulk, insert run by run of equal key groups."""
         key_groups = rows.column("key_group").to_numpy()
-        keys = _nan_keys_shared(self.key_serializer.deserialize_array(rows.column("key")))
+        keys = self.key_serializer.deserialize_array(rows.column("key"))
         values = spec.value_serializer.deserialize_array(rows.column("value"))  # type: ignore[union-attr]
         bounds = np.flatnonzero(np.diff(key_groups)) + 1
         starts = [0, *bounds.tolist()]
@@ -435,23 +433,6 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         self._pending.clear()
         self._unloaded.clear()
         self._record_hooks.clear()
-
-
-def _nan_keys_shared(keys: list) -> list:
-    """``keys`` with every float NaN replaced by :data:`NAN_KEY` (restored keys)."""
-    if any(type(k) is float and k != k for k in keys):
-        return [NAN_KEY if type(k) is float and k != k else k for k in keys]
-    return keys
-
-
-def _nan_key_shared(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    """``decode`` returning :data:`NAN_KEY` for a float NaN key."""
-
-    def shared(data: bytes) -> Any:
-        key = decode(data)
-        return NAN_KEY if type(key) is float and key != key else key
-
-    return shared
 
 
 def _cached_decoder(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:

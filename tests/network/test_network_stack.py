@@ -342,30 +342,43 @@ def test_spanning_buffers_under_backpressure_take_one_credit_per_segment():
         channel.close()
 
 
+def _consumer_keeps(channel, keep):
+    """The consumer keeps the first buffer for which ``keep(buffer)`` holds (an operator
+    holding zero-copy batches); returns ``(kept [(channel, buffer)], the real recycle)``."""
+    kept: list = []
+    real_recycle = channel.gate.recycle
+
+    def recycle(ch, buffer):
+        if not kept and keep(buffer):
+            kept.append((ch, buffer))
+        else:
+            real_recycle(ch, buffer)
+
+    channel.gate.recycle = recycle
+    return kept, real_recycle
+
+
+def _pump_while_waiting(channel, stalled: str):
+    """Make the producer's backpressure wait pump the consumer; fail after 1,000 waits."""
+    waits = []
+
+    def wait():
+        waits.append(1)
+        assert len(waits) < 1000, stalled
+        channel.pump()
+
+    channel.sub._wait = wait
+    return wait
+
+
 def test_buffers_kept_by_the_consumer_leave_no_run_and_batches_are_cut():
     """An operator may keep zero-copy batches, and their buffers, for long: the producer
     must go on with the free segments that are left even when no two are adjacent
     (here buffers 0 and 2, around the kept buffer 1)."""
     segment = 8192
     channel = _LocalChannel(segment, buffers=3)
-    kept = []
-    real_recycle = channel.gate.recycle
-
-    def recycle(ch, buffer):
-        if buffer == 1 and not kept:
-            kept.append((ch, buffer))  # buffer 1 stays with the consumer
-        else:
-            real_recycle(ch, buffer)
-
-    channel.gate.recycle = recycle
-    waits = []
-
-    def wait():
-        waits.append(1)
-        assert len(waits) < 1000, "the producer waits for segments that never come back"
-        channel.pump()
-
-    channel.sub._wait = wait
+    kept, real_recycle = _consumer_keeps(channel, lambda buffer: buffer == 1)
+    _pump_while_waiting(channel, "the producer waits for segments that never come back")
     try:
         for i in range(3):  # one small batch per buffer: buffers 0, 1, 2 in turn
             channel.sub.add_batch(_int_batch(10 * i, 10))
@@ -392,24 +405,8 @@ def test_a_kept_spanning_buffer_holding_every_exclusive_credit_does_not_stall():
     producer learns of no credit from DATA any more; its BACKLOG message wins floating
     credits instead."""
     channel = _LocalChannel(8192)
-    kept = []
-    real_recycle = channel.gate.recycle
-
-    def recycle(ch, buffer):
-        if not kept:
-            kept.append((ch, buffer))
-        else:
-            real_recycle(ch, buffer)
-
-    channel.gate.recycle = recycle
-    waits = []
-
-    def wait():
-        waits.append(1)
-        assert len(waits) < 1000, "the channel stalled"
-        channel.pump()
-
-    channel.sub._wait = wait
+    kept, real_recycle = _consumer_keeps(channel, lambda buffer: True)
+    wait = _pump_while_waiting(channel, "the channel stalled")
     try:
         n = 0
         for _ in range(30):
