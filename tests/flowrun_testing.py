@@ -283,3 +283,43 @@ def s3_base(moto_s3_server, monkeypatch) -> str:
     for name, value in moto_s3_server.env.items():
         monkeypatch.setenv(name, value)
     return f"s3://{S3_TEST_BUCKET}/{uuid.uuid4().hex[:12]}"
+
+
+# --------------------------------------------------------------------------------------------
+# Job files for ``flowrun run``: a map that kills its own subtask once, after a checkpoint
+
+#: Python source to paste into a job file (it needs ``MapFunction`` imported). Why a string:
+#: a job file is its own program, and its functions travel to the subtasks by value.
+#: ``KillOnce(kill_after, subtask=0, then=None)`` passes records through (``then(x)`` if
+#: given), sleeping 2 ms every 100 records so that checkpoints happen meanwhile, and SIGKILLs
+#: its subtask ``subtask`` on the first attempt once a checkpoint completed and it saw more
+#: than ``kill_after`` records; a negative ``kill_after`` never kills.
+KILL_ONCE_SOURCE = """
+class KillOnce(MapFunction):
+    def __init__(self, kill_after, subtask=0, then=None):
+        self.kill_after, self.subtask, self.then = kill_after, subtask, then
+
+    def open(self, runtime_context):
+        self.ctx = runtime_context
+        self.seen = 0
+        self.completed = False
+
+    def notify_checkpoint_complete(self, checkpoint_id):
+        self.completed = True
+
+    def map(self, x):
+        import os, signal, time
+
+        self.seen += 1
+        if self.seen % 100 == 0:
+            time.sleep(0.002)
+        if (
+            self.kill_after >= 0
+            and self.completed
+            and self.seen > self.kill_after
+            and self.ctx.get_attempt_number() == 0
+            and self.ctx.get_index_of_this_subtask() == self.subtask
+        ):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x if self.then is None else self.then(x)
+"""

@@ -14,7 +14,7 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from flowrun_testing import run_flowrun
+from flowrun_testing import KILL_ONCE_SOURCE, run_flowrun
 from sink_harness import Job, crash, redistribute_states
 
 from flowrun.core.connectors import BucketAssigner, Encoder, FileSink, RollingPolicy
@@ -381,7 +381,8 @@ def test_job_without_checkpointing_writes_the_same_files_as_before(tmp_path):
     }
 
 
-CHECKPOINTED_JOB = """
+CHECKPOINTED_JOB = (
+    """
 import os, signal, sys, time
 from flowrun.core import MapFunction, StreamExecutionEnvironment, Types
 from flowrun.core.connectors import (
@@ -391,36 +392,15 @@ from flowrun.core.connectors import (
 out, n, kill_after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
 
-class KillOnce(MapFunction):
-    # subtask 0 dies by SIGKILL on its first attempt, once a checkpoint has completed
-    def open(self, runtime_context):
-        self.ctx = runtime_context
-        self.seen = 0
-        self.completed = False
-
-    def notify_checkpoint_complete(self, checkpoint_id):
-        self.completed = True
-
-    def map(self, x):
-        self.seen += 1
-        if self.seen % 100 == 0:
-            time.sleep(0.002)  # give checkpoints time to happen
-        if (
-            self.completed
-            and self.seen > kill_after
-            and self.ctx.get_attempt_number() == 0
-            and self.ctx.get_index_of_this_subtask() == 0
-        ):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return f"n={x}"
-
-
+"""
+    + KILL_ONCE_SOURCE
+    + """
 env = StreamExecutionEnvironment.get_execution_environment()
 env.set_parallelism(2)
 env.enable_checkpointing(50)
 (
     env.from_source(NumberSequenceSource(1, n), None, "numbers")
-    .map(KillOnce(), output_type=Types.STRING())
+    .map(KillOnce(kill_after, then=lambda x: f"n={x}"), output_type=Types.STRING())
     .sink_to(
         FileSink.for_row_format(out, Encoder.simple_string_encoder())
         .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
@@ -431,6 +411,7 @@ env.enable_checkpointing(50)
 )
 env.execute("exactly-once file sink")
 """
+)
 
 
 def test_job_killed_mid_stream_commits_every_record_exactly_once(tmp_path):

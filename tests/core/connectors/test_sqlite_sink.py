@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from flowrun_testing import run_flowrun
+from flowrun_testing import KILL_ONCE_SOURCE, run_flowrun
 
 from flowrun.core.connectors.sqlite_sink import SqliteUpsertSink
 from flowrun.core.row import Row, RowKind
@@ -228,7 +228,8 @@ def test_bad_configuration_and_records_are_named(tmp_path):
     writer.abort()
 
 
-UPSERT_JOB = """
+UPSERT_JOB = (
+    """
 import os, signal, sys, time
 from flowrun.core import MapFunction, StreamExecutionEnvironment, Types
 from flowrun.core.connectors import NumberSequenceSource
@@ -237,29 +238,9 @@ from flowrun.core.connectors.sqlite_sink import SqliteUpsertSink
 db, n, kill_after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
 
-class KillOnce(MapFunction):
-    def open(self, runtime_context):
-        self.ctx = runtime_context
-        self.seen = 0
-        self.completed = False
-
-    def notify_checkpoint_complete(self, checkpoint_id):
-        self.completed = True
-
-    def map(self, pair):
-        self.seen += 1
-        if self.seen % 100 == 0:
-            time.sleep(0.002)
-        if (
-            self.completed
-            and self.seen > kill_after
-            and self.ctx.get_attempt_number() == 0
-            and self.ctx.get_index_of_this_subtask() == 0
-        ):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return pair
-
-
+"""
+    + KILL_ONCE_SOURCE
+    + """
 class PairUntilCheckpoint(MapFunction):
     # Produce slowly until a checkpoint completed: an aligned barrier injected after the
     # source read everything would queue behind all of it, and complete only at the end.
@@ -284,12 +265,13 @@ env.enable_checkpointing(50)
     .map(PairUntilCheckpoint(), output_type=pair)
     .key_by(lambda p: p[0])
     .reduce(lambda a, b: (a[0], a[1] + b[1]))
-    .map(KillOnce(), output_type=pair)
+    .map(KillOnce(kill_after), output_type=pair)
     .sink_to(SqliteUpsertSink(db, "counts", ["word"], ["word", "count"]))
     .uid("counts")
 )
 env.execute("upserts")
 """
+)
 
 
 def test_checkpointed_job_killed_mid_stream_leaves_the_exact_table(tmp_path):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from flowrun_testing import run_flowrun
+from flowrun_testing import KILL_ONCE_SOURCE, run_flowrun
 from sink_harness import Job as HarnessJob
 from sink_harness import crash, redistribute_states
 
@@ -381,7 +381,8 @@ def test_plain_sink_function_runs_in_a_job(tmp_path):
     assert sorted(got) == list(range(1, 101))
 
 
-TWO_PHASE_JOB = """
+TWO_PHASE_JOB = (
+    """
 import os, signal, sys, time, uuid
 from dataclasses import dataclass
 from flowrun.core import MapFunction, StreamExecutionEnvironment, Types
@@ -421,42 +422,22 @@ class FileTwoPhase(TwoPhaseCommitSinkFunction):
             os.unlink(transaction.temp)
 
 
-class KillOnce(MapFunction):
-    def open(self, runtime_context):
-        self.ctx = runtime_context
-        self.seen = 0
-        self.completed = False
-
-    def notify_checkpoint_complete(self, checkpoint_id):
-        self.completed = True
-
-    def map(self, x):
-        self.seen += 1
-        if self.seen % 100 == 0:
-            time.sleep(0.002)
-        if (
-            kill_after >= 0
-            and self.completed
-            and self.seen > kill_after
-            and self.ctx.get_attempt_number() == 0
-            and self.ctx.get_index_of_this_subtask() == 1
-        ):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return x
-
-
+"""
+    + KILL_ONCE_SOURCE
+    + """
 env = StreamExecutionEnvironment.get_execution_environment()
 env.set_parallelism(2)
 if kill_after >= 0:
     env.enable_checkpointing(50)
 (
     env.from_source(NumberSequenceSource(1, n), None, "numbers")
-    .map(KillOnce(), output_type=Types.LONG())
+    .map(KillOnce(kill_after, subtask=1), output_type=Types.LONG())
     .add_sink(FileTwoPhase(out))
     .uid("two-phase")
 )
 env.execute("two-phase commit sink")
 """
+)
 
 
 @pytest.mark.parametrize("kill_after", [6000, -1], ids=["checkpoints+kill", "no-checkpoints"])

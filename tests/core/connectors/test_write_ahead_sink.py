@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from flowrun_testing import run_flowrun
+from flowrun_testing import KILL_ONCE_SOURCE, run_flowrun
 from sink_harness import Job as HarnessJob
 from sink_harness import crash, redistribute_states
 
@@ -255,7 +255,8 @@ def test_bad_input_is_named(tmp_path, collector):
         writer.finish()
 
 
-WAL_JOB = """
+WAL_JOB = (
+    """
 import json, os, signal, socket, sys, time
 from flowrun.core import MapFunction, StreamExecutionEnvironment, Types
 from flowrun.core.connectors import NumberSequenceSource
@@ -284,40 +285,21 @@ class TcpSink(GenericWriteAheadSink):
         self.sock.close()
 
 
-class KillOnce(MapFunction):
-    def open(self, runtime_context):
-        self.ctx = runtime_context
-        self.seen = 0
-        self.completed = False
-
-    def notify_checkpoint_complete(self, checkpoint_id):
-        self.completed = True
-
-    def map(self, x):
-        self.seen += 1
-        if self.seen % 100 == 0:
-            time.sleep(0.002)
-        if (
-            self.completed
-            and self.seen > kill_after
-            and self.ctx.get_attempt_number() == 0
-            and self.ctx.get_index_of_this_subtask() == 0
-        ):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return f"n={x}"
-
-
+"""
+    + KILL_ONCE_SOURCE
+    + """
 env = StreamExecutionEnvironment.get_execution_environment()
 env.set_parallelism(2)
 env.enable_checkpointing(50)
 (
     env.from_source(NumberSequenceSource(1, n), None, "numbers")
-    .map(KillOnce(), output_type=Types.STRING())
+    .map(KillOnce(kill_after, then=lambda x: f"n={x}"), output_type=Types.STRING())
     .sink_to(TcpSink(SqliteCheckpointCommitter(db), port))
     .uid("wal")
 )
 env.execute("write-ahead sink")
 """
+)
 
 
 def test_checkpointed_job_killed_mid_stream_delivers_every_record_once(tmp_path, collector):
