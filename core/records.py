@@ -747,20 +747,22 @@ class _TypedSerializer(RecordSerializer):
             return []
         return self.fit(self.encode(records)[0], max_bytes)
 
-    def encode(self, records: list) -> tuple[pa.RecordBatch, list[list]]:
-        """All of ``records`` (a non-empty list) as one batch, not cut to any size, and the
+    def encode(self, records: list) -> tuple[pa.RecordBatch, list[list], bool]:
+        """All of ``records`` (a non-empty list) as one batch, not cut to any size, the
         Python values of each field column it was built from (``[records]`` for a scalar
-        type).
+        type), and whether those columns are positional: ``columns[j][i] is records[i][j]``
+        (every record a tuple or list, subscripted by ``operator.itemgetter(j)``).
 
         For a writer that partitions after serialising: the columns tell it whether the
-        keys are a field's values (then it hashes that Arrow column), and ``batch.take``
+        keys are a field's values (then it hashes that Arrow column) -- for a key selector
+        ``r[j]`` on positional columns, ``columns[j]`` *are* its keys --, and ``batch.take``
         plus :meth:`fit` split the batch per channel without touching the records again.
         """
         if self._struct is None:
-            arrays, columns = [self._encode_single(records)], [records]
+            arrays, columns, positional = [self._encode_single(records)], [records], False
         else:
-            arrays, columns = self._encode_struct(records)
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema), columns
+            arrays, columns, positional = self._encode_struct(records)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema), columns, positional
 
     def fit(self, batch: pa.RecordBatch, max_bytes: int) -> list[pa.RecordBatch]:
         """``batch`` cut (zero-copy) into batches that fit ``max_bytes`` with the schema."""
@@ -781,10 +783,10 @@ class _TypedSerializer(RecordSerializer):
         if not self._nullable and arr.null_count:
             raise _Mismatch("None is not allowed for this type")
 
-    def _encode_struct(self, records: list) -> tuple[list[pa.Array], list[list]]:
+    def _encode_struct(self, records: list) -> tuple[list[pa.Array], list[list], bool]:
         struct = self._struct
         assert struct is not None
-        columns, kinds = self._columns(records)
+        columns, kinds, positional = self._columns(records)
         arrays = []
         for j in range(struct.arity):
             try:
@@ -800,11 +802,12 @@ class _TypedSerializer(RecordSerializer):
                 raise
         if struct.is_row:
             arrays.append(self._kind_array(records, kinds))
-        return arrays, columns
+        return arrays, columns, positional
 
-    def _columns(self, records: list) -> tuple[list[list], list | None]:
+    def _columns(self, records: list) -> tuple[list[list], list | None, bool]:
         """Transpose records into field columns, without a Python call per record in the
-        common cases (all tuples/lists, or all Rows whose names match the type)."""
+        common cases (all tuples/lists, or all Rows whose names match the type); also
+        whether the columns are positional (``itemgetter(j)`` of the records themselves)."""
         struct = self._struct
         assert struct is not None
         n = len(records)
@@ -834,7 +837,8 @@ class _TypedSerializer(RecordSerializer):
                     raise RecordTypeError(record, i, None, self.type_info, exc) from exc
             if struct.is_row and kinds is None:
                 kinds = [r._row_kind if isinstance(r, Row) else _INSERT for r in records]
-        return [list(map(operator.itemgetter(j), seqs)) for j in range(struct.arity)], kinds
+        columns = [list(map(operator.itemgetter(j), seqs)) for j in range(struct.arity)]
+        return columns, kinds, seqs is records
 
     def _kind_array(self, records: list, kinds: list | None) -> pa.Array:
         n = len(records)

@@ -416,8 +416,9 @@ def _unhashable_key_error(
     return KeySelectorError(records[0], exc, f"key selector {selector} failed: {exc}")
 
 
-Encode = Callable[[list], tuple[pa.RecordBatch, list[list]]]
-"""Records -> (one batch of them, the Python values of each of its columns)."""
+Encode = Callable[[list], tuple[pa.RecordBatch, list[list], bool]]
+"""Records -> (one batch of them, the Python values of each of its columns, whether those are
+positional: ``columns[j][i] is records[i][j]``)."""
 
 #: Python key types whose Java hash equals that of the string column holding them
 _STRING_KEYS = frozenset({str, type(None)})
@@ -434,7 +435,7 @@ def _key_column(keys: list, batch: pa.RecordBatch, columns: list[list]) -> pa.Ar
     and the caller hashes the keys themselves.
     """
     for index, values in enumerate(columns):
-        if len(values) != len(keys) or not all(map(is_, keys, values)):
+        if values is not keys and (len(values) != len(keys) or not all(map(is_, keys, values))):
             continue
         column = batch.column(index)
         kind = column.type
@@ -445,6 +446,24 @@ def _key_column(keys: list, batch: pa.RecordBatch, columns: list[list]) -> pa.Ar
             exact = pa.types.is_integer(kind) and types.count(int) == len(types)
         return column if exact else None
     return None
+
+
+def _getter_index(getter: Callable[[Any], Any] | None) -> int | None:
+    """``j`` for ``operator.itemgetter(j)`` with one int ``j`` (from ``field_getter``), else None."""
+    if type(getter) is not itemgetter:
+        return None
+    try:
+        index = getter(_IndexProbe())
+    except Exception:
+        return None
+    return index if type(index) is int else None
+
+
+class _IndexProbe:
+    """Subscripting it returns the subscript: what an itemgetter of one item looks up."""
+
+    def __getitem__(self, item: Any) -> Any:
+        return item
 
 
 class KeyGroupStreamPartitioner(StreamPartitioner):
@@ -461,6 +480,8 @@ class KeyGroupStreamPartitioner(StreamPartitioner):
         check_parallelism(max_parallelism, "max parallelism")
         self.key_selector = key_selector
         self._fast = field_getter(key_selector)  #: lambda r: r[0] as an itemgetter
+        #: the field index of a selector ``lambda r: r[j]`` (int j), else None
+        self._field = _getter_index(self._fast)
         self.max_parallelism = max_parallelism
 
     def setup(self, num_channels: int, subtask_index: int = 0) -> None:
@@ -496,14 +517,29 @@ class KeyGroupStreamPartitioner(StreamPartitioner):
         moves; one ``take`` of the batch does it in C. When the keys are the values of a
         column themselves (the selector returns a field), its Arrow column is hashed
         directly -- the same key groups as hashing the keys, see :func:`_key_column` --
-        instead of converting the keys to Arrow a second time. The key selector runs
-        before ``encode``, so its errors come first, as with :meth:`split_rows`.
+        instead of converting the keys to Arrow a second time. The key selector's errors
+        come first, as with :meth:`split_rows`: it runs before ``encode``, except for a
+        selector ``r[j]``, whose keys are the positional column ``j`` that ``encode``
+        builds anyway (no pass to extract them, none to compare them with the column); if
+        ``encode`` raises, the selector runs first then, for its own error.
         """
         num_channels = self._require_setup()
         if not records:
             return [None] * num_channels
-        keys = _extract_keys(self.key_selector, records, self._fast)
-        batch, columns = encode(records)
+        field = self._field
+        if field is None:
+            keys = _extract_keys(self.key_selector, records, self._fast)
+            batch, columns, _ = encode(records)
+        else:
+            try:
+                batch, columns, positional = encode(records)
+            except Exception:
+                _extract_keys(self.key_selector, records, self._fast)
+                raise
+            if positional and 0 <= field < len(columns):
+                keys = columns[field]
+            else:
+                keys = _extract_keys(self.key_selector, records, self._fast)
         column = _key_column(keys, batch, columns)
         if column is None:
             channels = self._channels_for_keys(records, keys)

@@ -311,10 +311,17 @@ class _RunningValueOperator(KeyedOperator):
         from .keyed_value_cache import KeyedValueCache
 
         self._state = self.backend.get_state(ValueStateDescriptor(name, _state_type(type_info)))
-        self._cache = KeyedValueCache(self.backend, self._state, self.ctx.max_parallelism)
+        # Not restored: the backend is new, so the cache starts with every value there is.
+        self._cache = KeyedValueCache(
+            self.backend,
+            self._state,
+            self.ctx.max_parallelism,
+            complete=not getattr(self.ctx, "restored", False),
+        )
 
-    def _fold(self, keys: list, records: list, values: Any, out: list) -> None:
-        """Fold the batch into ``values`` (``get``/``[key] =``), appending each output."""
+    def _fold(self, keys: list, records: list, values: Any, out: list, new: list) -> None:
+        """Fold the batch into ``values`` (``get``/``[key] =``), appending each output to
+        ``out`` and each key that had no value to ``new``."""
         raise NotImplementedError
 
     def process(self, records: list, input_index: int = 0) -> None:
@@ -328,15 +335,30 @@ class _RunningValueOperator(KeyedOperator):
         except Exception as exc:
             raise self.fail(None, exc) from exc
         out: list = []
+        new: list = []
         backend = self.backend
         backend.begin_batch()
         try:
             self._fold(
-                keys, records, _StateView(backend, self._state) if values is None else values, out
+                keys,
+                records,
+                _StateView(backend, self._state) if values is None else values,
+                out,
+                new,
             )
         finally:
             backend.end_batch()
         if values is not None:
+            if new and cache.complete:
+                # Nothing was read for these keys: check now, before anything is emitted,
+                # that they belong to this subtask, as reading them would have.
+                try:
+                    cache.check_keys(new)
+                except TypeError as exc:  # UnhashableKeyError: find the record
+                    bad = next((r for r, k in zip(records, keys, strict=True) if _bad_key(k)), None)
+                    raise self.fail(bad, exc) from exc
+                except Exception as exc:
+                    raise self.fail(None, exc) from exc
             cache.batch_done()
         self.output.emit(out)
 
@@ -386,14 +408,16 @@ class ReduceOperator(_RunningValueOperator):
         else:
             super().process(records, input_index)
 
-    def _fold(self, keys: list, records: list, values: Any, out: list) -> None:
-        fn, get, append = self._fn, values.get, out.append
+    def _fold(self, keys: list, records: list, values: Any, out: list, new: list) -> None:
+        fn, get, append, new_key = self._fn, values.get, out.append, new.append
         record = None
         try:
             for key, record in zip(keys, records, strict=True):
                 value = get(key)
                 if value is not None:
                     record = fn(value, record)
+                else:
+                    new_key(key)
                 values[key] = record
                 append(record)
         except Exception as exc:
@@ -481,7 +505,7 @@ class AggregationOperator(_RunningValueOperator):
             return record
         return record[self.position]
 
-    def _fold(self, keys: list, records: list, values: Any, out: list) -> None:
+    def _fold(self, keys: list, records: list, values: Any, out: list, new: list) -> None:
         kind, field_of = self.kind, self._field
         get = values.get
         record = None
@@ -490,6 +514,7 @@ class AggregationOperator(_RunningValueOperator):
                 field = field_of(record)
                 current = get(key)
                 if current is None:
+                    new.append(key)
                     value = record
                 elif kind == "sum":
                     value = _replace_field(current, self.position, field_of(current) + field)

@@ -334,7 +334,7 @@ class RecordWriterOutput(Output):
         except Exception as exc:
             raise _type_error(self.operator, self.subtask, exc) from exc
 
-    def _encode(self, records: list) -> tuple[pa.RecordBatch, list[list]]:
+    def _encode(self, records: list) -> tuple[pa.RecordBatch, list[list], bool]:
         try:
             return self.serializer.encode(records)
         except Exception as exc:

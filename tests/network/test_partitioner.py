@@ -555,3 +555,32 @@ def test_split_encoded_key_selector_error_comes_before_encoding() -> None:
     with pytest.raises(KeySelectorError, match="IndexError"):
         partitioner.split_encoded([("a", 1)], encode)
     assert partitioner.split_encoded([], encode) == [None, None]
+
+
+def test_split_encoded_field_selector_error_comes_before_the_type_error() -> None:
+    """A selector ``r[j]`` takes its keys from the encoded column; when encoding fails on a
+    record the selector also fails on, the selector's error is the one raised."""
+    from flowrun.core.records import serializer_for
+    from flowrun.core.typeinfo import Types
+
+    encode = serializer_for(Types.TUPLE([Types.STRING(), Types.LONG()])).encode
+    partitioner = _setup(KeyGroupStreamPartitioner(lambda r: r[1], 128), 2)
+    with pytest.raises(KeySelectorError, match="IndexError"):
+        partitioner.split_encoded([("a", 1), ("b",)], encode)
+
+
+@pytest.mark.parametrize("records", [[["a", 1], ["b", 2]] * 50, [("a", 1), ["b", 2]] * 50])
+def test_split_encoded_field_selector_on_lists(records: list) -> None:
+    """Lists are positional records too: their field column holds the selector's keys."""
+    from flowrun.core.records import serializer_for
+    from flowrun.core.typeinfo import Types
+
+    serializer = serializer_for(Types.TUPLE([Types.STRING(), Types.LONG()]))
+    expected = _setup(KeyGroupStreamPartitioner(lambda r: r[0], 128), 2).split_rows(records)
+    parts = _setup(KeyGroupStreamPartitioner(lambda r: r[0], 128), 2).split_encoded(
+        records, serializer.encode
+    )
+    for want, got in zip(expected, parts, strict=True):
+        assert (got is None) == (not want)
+        if want:
+            assert got.equals(serializer.encode(want)[0])

@@ -44,14 +44,15 @@ def _backend(kind: str, tmp_path, index: int = 0, parallelism: int = 1, name: st
     )
 
 
-def _open(operator, backend, index: int = 0, parallelism: int = 1):
+def _open(operator, backend, index: int = 0, parallelism: int = 1, restored: bool = False):
+    """``restored``: ``backend`` holds restored state (as ``restore_operator_state`` says)."""
     ctx = types.SimpleNamespace(
         keyed_backend=backend,
         timer_service=InternalTimerService(),
         max_parallelism=MAX_P,
         index=index,
         parallelism=parallelism,
-        restored=False,
+        restored=restored,
         runtime_context=RuntimeContext("op", index, parallelism, MAX_P, 0, {}),
     )
     out = _Collect()
@@ -110,13 +111,44 @@ def test_prepare_snapshot_writes_back_and_restores_at_another_parallelism(kind, 
         backend = _backend(other, tmp_path, i, 3, "new")
         backend.restore(streams)
         op = ReduceOperator("reduce", _add, lambda r: r[0], PAIR)
-        outs.append(_open(op, backend, i, 3))
+        outs.append(_open(op, backend, i, 3, restored=True))
         op.process([r for r in second if _owner(r[0], 3) == i])
         op.end_input()
     final = {}
     for out in outs:
         final.update(out.records)
     assert final == dict(Counter(w for w, _ in records))
+
+
+@pytest.mark.parametrize("kind", sorted(BACKENDS))
+def test_a_complete_cache_reads_nothing_until_the_bound_empties_it(kind, tmp_path, monkeypatch):
+    """Not restored, the cache holds every value there is and reads no key from the backend;
+    once the bound has emptied it, keys entering it again are read back (with their values),
+    for a reduce and a sum alike; the results are those of the per-record definition."""
+    monkeypatch.setattr("flowrun.core.runtime.keyed_value_cache.CACHE_CAPACITY", 150)
+    # new keys keep coming: key i first appears around record 20 * i (300 keys in all)
+    records = [(f"w{(i * 7919) % (1 + i // 20)}", 1) for i in range(6000)]
+    for name, op in (
+        ("reduce", ReduceOperator("reduce", _add, lambda r: r[0], PAIR)),
+        ("sum", AggregationOperator("sum", "sum", 1, lambda r: r[0], PAIR)),
+    ):
+        backend = _backend(kind, tmp_path, name=name)
+        out = _open(op, backend)
+        reads = []
+        read_values = backend.read_values
+        monkeypatch.setattr(
+            backend,
+            "read_values",
+            lambda state, groups, reads=reads, read_values=read_values: (
+                reads.append(len(groups)) or read_values(state, groups)
+            ),
+        )
+        op.process(records[:2500])  # 125 keys: within the bound
+        assert op._cache.complete and reads == []
+        for start in range(2500, len(records), 500):
+            op.process(records[start : start + 500])
+        assert not op._cache.complete and sum(reads) > 0
+        assert out.records == _running_counts(records)
 
 
 def _owner(key: str, parallelism: int) -> int:
@@ -262,7 +294,7 @@ def test_every_snapshot_holds_the_updates_since_the_one_before(kind, tmp_path, c
         restored = _backend(kind, tmp_path, name=f"restored-{stop}-{capacity}")
         restored.restore(streams)
         check = ReduceOperator("reduce", _add, lambda r: r[0], PAIR)
-        out = _open(check, restored)
+        out = _open(check, restored, restored=True)
         words = sorted({w for w, _ in records})
         check.process([(w, 1) for w in words])
         expected = Counter(w for w, _ in records[:stop])
