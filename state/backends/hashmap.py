@@ -417,8 +417,8 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
     ) -> None:
         """One value per key, no TTL: keys and values decoded in bulk per run, then inserted
         with one ``dict.update`` per run."""
-        decode_keys = self.key_serializer.deserialize_array
-        decode_values = spec.value_serializer.deserialize_array  # type: ignore[union-attr]
+        decode_keys = self.key_serializer.deserialize_iter
+        decode_values = spec.value_serializer.deserialize_iter  # type: ignore[union-attr]
         sizes: dict[int, int] = {}
         for slot, rows in runs:
             sizes[slot] = sizes.get(slot, 0) + rows.num_rows
@@ -428,7 +428,7 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         for slot, rows in runs:
             keys = decode_keys(rows.column(1))
             values = decode_values(rows.column(3))
-            groups[slot].update(zip(keys, values, strict=True))
+            groups[slot].update(zip(keys, values, strict=True))  # presized: no rehashing
 
     # -- lifecycle ---------------------------------------------------------------------
 

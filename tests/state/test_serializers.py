@@ -760,6 +760,8 @@ def test_deserialize_array_of_fixed_width_ints_is_deserialize_of_each(type_info,
         decoded = s.deserialize_array(data)
         assert decoded == [s.deserialize(b) for b in data.to_pylist()]
         assert all(type(v) is int for v in decoded)
+        assert list(s.deserialize_iter(data)) == decoded
+        assert all(type(v) is int for v in s.deserialize_iter(data))
 
 
 def test_deserialize_array_of_undeclared_keys_decodes_int_keys_in_bulk_and_the_rest_per_key():
@@ -777,5 +779,6 @@ def test_deserialize_array_of_undeclared_keys_decodes_int_keys_in_bulk_and_the_r
             decoded = k.deserialize_array(data)
             expected = [k.deserialize(b) if b is not None else None for b in data.to_pylist()]
             assert [repr(v) for v in decoded] == [repr(v) for v in expected]
+            assert [repr(v) for v in k.deserialize_iter(data)] == [repr(v) for v in expected]
     nan = k.deserialize_array(pa.array([k.serialize(float("nan"))] * 2, pa.binary()))
     assert nan[0] is ser_mod.NAN_KEY and nan[1] is ser_mod.NAN_KEY
