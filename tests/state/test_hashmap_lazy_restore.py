@@ -196,3 +196,22 @@ def test_restored_key_groups_grow_and_shrink_like_any_dict():
     after.restore(backend.snapshot_async().result())
     _declare(after)
     assert after.entry_count("v") == len(expected)
+
+
+def test_presized_dicts_are_plain_dicts_freed_with_their_last_reference():
+    import gc
+    import weakref
+
+    from flowrun.state.backends.hashmap import _presized_dict
+
+    class Value:
+        pass
+
+    table = _presized_dict(100_000)
+    assert type(table) is dict and not table
+    value = Value()
+    alive = weakref.ref(value)
+    table[1] = value
+    del value, table
+    gc.collect()
+    assert alive() is None  # no reference left behind by the C call that made the dict
