@@ -71,6 +71,7 @@ Example::
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import math
 import numbers
 import pickle
@@ -253,9 +254,10 @@ class _Codec:
         """
         return serialize, deserialize
 
-    def dec_fixed(self, data: np.ndarray, width: int) -> list | None:
+    def dec_fixed(self, data: np.ndarray, width: int) -> np.ndarray | None:
         """Bulk decode: the values of ``len(data) // width`` items of ``width`` bytes each,
-        packed in ``data`` (uint8); None when this codec has no bulk decoder for them.
+        packed in ``data`` (uint8), as a native int64 array; None when this codec has no bulk
+        decoder for them.
 
         Restoring state decodes millions of values; common fixed-width types do it with one
         numpy conversion instead of a Python call per value.
@@ -335,10 +337,10 @@ class _IntCodec(_Codec):
     def int_layout(self) -> tuple[bytes, str] | None:
         return b"", self._st.format
 
-    def dec_fixed(self, data: np.ndarray, width: int) -> list | None:
+    def dec_fixed(self, data: np.ndarray, width: int) -> np.ndarray | None:
         if width != self.width:
             return None
-        return data.view(f">i{width}").tolist()
+        return data.view(f">i{width}").astype(np.int64)
 
     def top_level(self, serialize: Callable, deserialize: Callable) -> tuple[Callable, Callable]:
         pack, unpack, width = self._st.pack, self._st.unpack, self.width
@@ -1291,6 +1293,10 @@ def _key_from_bytes(buf: Any) -> Any:
     raise ValueError(f"unknown key tag {tag}")
 
 
+#: one tagged int key as a numpy record (tag, then the big-endian int64), for bulk decoding
+_TAGGED_INT64 = np.dtype([("tag", "u1"), ("value", ">i8")])
+
+
 class _TaggedKeyCodec(_Codec):
     nullable = True
     what = "key"
@@ -1301,14 +1307,14 @@ class _TaggedKeyCodec(_Codec):
     def int_layout(self) -> tuple[bytes, str] | None:
         return _BYTE[_T_INT], ">q"  # as _key_bytes: the tag, then the int64
 
-    def dec_fixed(self, data: np.ndarray, width: int) -> list | None:
+    def dec_fixed(self, data: np.ndarray, width: int) -> np.ndarray | None:
         # int keys (tag, then 8 big-endian bytes), the common case of keys restored in bulk
         if width != _TAG_INT.size:
             return None
-        items = data.reshape(-1, width)
-        if not (items[:, 0] == _T_INT).all():
+        items = data.view(_TAGGED_INT64)  # a view: no copy of the packed 8-of-9 bytes
+        if not (items["tag"] == _T_INT).all():
             return None
-        return items[:, 1:].copy().view(">i8").ravel().tolist()
+        return items["value"].astype(np.int64)
 
     def top_level(self, serialize: Callable, deserialize: Callable) -> tuple[Callable, Callable]:
         def fast_serialize(v: Any) -> bytes:
@@ -1385,21 +1391,40 @@ class TypeSerializer:
         return self._deserialize(data)
 
     def deserialize_array(self, array: Any) -> list:
-        """:meth:`deserialize` of every item of a binary Arrow (chunked) array.
+        """:meth:`deserialize` of every item of a binary Arrow (chunked) array, as a list.
 
         Chunks whose items all have one width are decoded in bulk when the type allows it
         (integers, int keys): restoring state, that is most of the work per row.
         """
-        chunks = array.chunks if hasattr(array, "chunks") else [array]
         out: list = []
-        for chunk in chunks:
-            decoded = self._dec_fixed_chunk(chunk)
-            if decoded is None:
-                decoded = list(map(self.deserialize, chunk.to_pylist()))
-            out.extend(decoded)
+        for part in self._decoded_chunks(array):
+            out.extend(part.tolist() if isinstance(part, memoryview) else part)
         return out
 
-    def _dec_fixed_chunk(self, chunk: Any) -> list | None:
+    def deserialize_iter(self, array: Any) -> Iterable[Any]:
+        """:meth:`deserialize` of every item of a binary Arrow (chunked) array, as an iterable
+        to be consumed once (e.g. by ``zip`` into ``dict.update``).
+
+        Why not a list: bulk-decoded integers come out of a native int64 buffer one Python int
+        at a time, so a restore builds no list of millions of references, and touches each new
+        int once instead of three times (list, iteration, list release).
+        """
+        parts = self._decoded_chunks(array)
+        return parts[0] if len(parts) == 1 else itertools.chain.from_iterable(parts)
+
+    def _decoded_chunks(self, array: Any) -> list[memoryview | list]:
+        """Per chunk: a memoryview of bulk-decoded ints (iterating yields Python ints), or
+        the list of deserialized items."""
+        parts: list[memoryview | list] = []
+        for chunk in array.chunks if hasattr(array, "chunks") else [array]:
+            decoded = self._dec_fixed_chunk(chunk)
+            if decoded is not None:
+                parts.append(memoryview(decoded))
+            else:
+                parts.append(list(map(self.deserialize, chunk.to_pylist())))
+        return parts
+
+    def _dec_fixed_chunk(self, chunk: Any) -> np.ndarray | None:
         n = len(chunk)
         if not n or chunk.null_count:
             return None

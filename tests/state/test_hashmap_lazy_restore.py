@@ -155,3 +155,63 @@ def test_ttl_state_is_decoded_at_declaration():
     assert not restored._pending.get("v")
     restored.set_current_key(KEYS[3])
     assert value.value() == KEYS[3] * 7
+
+
+def test_a_restore_into_declared_states_overwrites_their_keys_in_every_key_group():
+    streams = _source_streams()
+    backend = _backend()
+    value, items, entries = _declare(backend)
+    backend.set_current_key(-1)
+    value.update(5)  # not in the snapshot: stays
+    backend.set_current_key(3)
+    value.update(1)  # in the snapshot: the restored row wins
+    backend.restore(streams)
+    backend.set_current_key(-1)
+    assert value.value() == 5
+    for key in KEYS:
+        backend.set_current_key(key)
+        assert (value.value(), items.get(), entries.get("a")) == (key * 7, [key, -key], key)
+    assert backend.entry_count("v") == len(KEYS) + 1
+
+
+def test_restored_key_groups_grow_and_shrink_like_any_dict():
+    streams = _source_streams()
+    backend = _backend()
+    backend.restore(streams)
+    value, _, _ = _declare(backend)
+    expected = {key: key * 7 for key in KEYS}
+    for key in range(-3 * len(KEYS), 0):  # three times as many keys into the same key groups
+        backend.set_current_key(key)
+        value.update(key)
+        expected[key] = key
+    for key in KEYS[::3]:
+        backend.set_current_key(key)
+        value.clear()
+        del expected[key]
+    assert sorted(backend.keys("v")) == sorted(expected)
+    for key, want in expected.items():
+        backend.set_current_key(key)
+        assert value.value() == want
+    after = _backend()
+    after.restore(backend.snapshot_async().result())
+    _declare(after)
+    assert after.entry_count("v") == len(expected)
+
+
+def test_presized_dicts_are_plain_dicts_freed_with_their_last_reference():
+    import gc
+    import weakref
+
+    from flowrun.state.backends.hashmap import _presized_dict
+
+    class Value:
+        pass
+
+    table = _presized_dict(100_000)
+    assert type(table) is dict and not table
+    value = Value()
+    alive = weakref.ref(value)
+    table[1] = value
+    del value, table
+    gc.collect()
+    assert alive() is None  # no reference left behind by the C call that made the dict

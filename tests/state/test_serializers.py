@@ -736,3 +736,49 @@ def test_list_elements_are_stored_as_their_own_encoding():
 def test_cloudpickled_serializer_still_works():
     s = cloudpickle.loads(cloudpickle.dumps(serializer_for(PERSON)))
     assert s.deserialize(s.serialize(person("a", 1))) == person("a", 1)
+
+
+# -- bulk decoding (restores) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "type_info, values",
+    [
+        (Types.LONG(), [0, -1, 1, 2**63 - 1, -(2**63), 7 * 10**9]),
+        (Types.INT(), [0, -1, 2**31 - 1, -(2**31)]),
+        (Types.SHORT(), [0, -1, 2**15 - 1, -(2**15)]),
+        (Types.BYTE(), [0, -1, 127, -128]),
+    ],
+)
+def test_deserialize_array_of_fixed_width_ints_is_deserialize_of_each(type_info, values):
+    import pyarrow as pa
+
+    s = ser_mod.serializer_for(type_info)
+    array = pa.array([s.serialize(v) for v in values], pa.binary())
+    chunked = pa.chunked_array([array.slice(0, 2), array.slice(2)])
+    for data in (array, chunked, array.slice(1)):
+        decoded = s.deserialize_array(data)
+        assert decoded == [s.deserialize(b) for b in data.to_pylist()]
+        assert all(type(v) is int for v in decoded)
+        assert list(s.deserialize_iter(data)) == decoded
+        assert all(type(v) is int for v in s.deserialize_iter(data))
+
+
+def test_deserialize_array_of_undeclared_keys_decodes_int_keys_in_bulk_and_the_rest_per_key():
+    import pyarrow as pa
+
+    k = ser_mod.key_serializer_for(None)
+    ints = [0, 1, -1, 2**63 - 1, -(2**63), 10**7]
+    # 9 bytes each but not all ints (a float key is a tag and 8 bytes too): per key
+    mixed = [1, 2.5, float("nan"), 3]
+    other = ["a", (1, "b"), None, 2**70, b"xy"]
+    for keys in (ints, mixed, other, ints + other):
+        array = pa.array([k.serialize(v) if v is not None else None for v in keys], pa.binary())
+        chunks = pa.chunked_array([array.slice(0, 1), array.slice(1)])
+        for data in (array, chunks):
+            decoded = k.deserialize_array(data)
+            expected = [k.deserialize(b) if b is not None else None for b in data.to_pylist()]
+            assert [repr(v) for v in decoded] == [repr(v) for v in expected]
+            assert [repr(v) for v in k.deserialize_iter(data)] == [repr(v) for v in expected]
+    nan = k.deserialize_array(pa.array([k.serialize(float("nan"))] * 2, pa.binary()))
+    assert nan[0] is ser_mod.NAN_KEY and nan[1] is ser_mod.NAN_KEY
