@@ -162,8 +162,24 @@ class SubtaskCheckpointCoordinator:
 
     @property
     def busy(self) -> bool:
-        """True when :meth:`pump` has work (not when a snapshot only waits for barriers)."""
-        return bool(self._pending) and self._pending[0].ready
+        """True when :meth:`pump` has work (not when snapshots only wait for barriers or for
+        a copy thread)."""
+        return any(p.ready for p in self._pending)
+
+    def _next_ready(self) -> _PendingSnapshot | None:
+        """The oldest snapshot that can make progress now.
+
+        Usually the oldest one. But a snapshot waiting for its LMDB copy thread (or for
+        in-flight data) does not hold up a later one that is ready: above all the final
+        checkpoint of a bounded job, which carries no keyed state, acknowledges at once
+        instead of after the upload of the periodic checkpoint before it; completing it
+        subsumes that one, whose copy is then cancelled. The JobManager takes
+        acknowledgements of different checkpoints in any order.
+        """
+        for pending in self._pending:
+            if pending.ready:
+                return pending
+        return None
 
     def checkpoint(
         self,
@@ -258,19 +274,19 @@ class SubtaskCheckpointCoordinator:
         return backend.snapshot_async()
 
     def pump(self) -> None:
-        """Write one more file of the oldest pending snapshot (acknowledge it when done)."""
-        if not self._pending or not self._pending[0].ready:
+        """Write one more file of the oldest ready snapshot (acknowledge it when done)."""
+        pending = self._next_ready()
+        if pending is None:
             return
-        pending = self._pending[0]
         try:
             step = next(pending.steps)
             pending.blocker = step if isinstance(step, NativeCopy) else None
             if pending.blocker is not None:
                 pending.blocker.on_done = self._wake  # before anyone checks ``done``
         except StopIteration:
-            self._pending.popleft()
+            self._pending.remove(pending)
         except Exception as exc:
-            self._pending.popleft()
+            self._pending.remove(pending)
             self._decline(pending.checkpoint_id, exc)
 
     def pump_for(self, seconds: float) -> None:
@@ -284,12 +300,13 @@ class SubtaskCheckpointCoordinator:
     def complete_all(self) -> None:
         """Finish every pending snapshot now (after the final checkpoint, before closing)."""
         while self._pending:
-            head = self._pending[0]
-            if head.blocker is not None:
-                head.blocker.join()  # wait for the copy thread
-            elif not head.ready:
+            if self.busy:
+                self.pump()
+                continue
+            copying = [p.blocker for p in self._pending if p.blocker is not None]
+            if not copying:
                 return  # in-flight data still to come: it cannot
-            self.pump()
+            copying[0].join()  # wait for the copy thread
 
     def abort(self, checkpoint_id: int) -> None:
         """Drop pending snapshots up to ``checkpoint_id`` (the JobManager gave up on them)."""
