@@ -304,15 +304,18 @@ class CheckpointCoordinator:
             ]:
                 if not older.is_savepoint:
                     self._fail(older, "subsumed by a newer checkpoint", count=False)
-            try:
-                retain_checkpoints(self.checkpoint_dir, self.job_id, self.num_retained)
-            except Exception as exc:  # retention is housekeeping: never fail the job for it
-                sys.stderr.write(f"flowrun: could not remove old checkpoints: {exc}\n")
             self.completed = self.completed[-self.num_retained :]
         if self.on_complete is not None:
             self.on_complete(completed.checkpoint_id)
         for task_id in self.tasks:
             self.send(task_id, ("notify_complete", completed.checkpoint_id))
+        if not pending.is_savepoint:
+            # After the notifications: deleting the old checkpoints' files takes milliseconds
+            # that the tasks (sinks committing, the end of a bounded job) need not wait for.
+            try:
+                retain_checkpoints(self.checkpoint_dir, self.job_id, self.num_retained)
+            except Exception as exc:  # retention is housekeeping: never fail the job for it
+                sys.stderr.write(f"flowrun: could not remove old checkpoints: {exc}\n")
         if pending.final:
             self.final_done = True
         for callback in pending.on_done:

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Generator, Iterator
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -102,13 +103,85 @@ class ChannelStateCollector:
         return self.pending + inputs + [e for e in self.outputs if e.buffers]
 
 
+class _Blocker(Protocol):
+    """Work of a snapshot running on a thread (a :class:`NativeCopy`, a :class:`_FileWrite`)."""
+
+    on_done: Callable[[], None] | None
+
+    @property
+    def done(self) -> bool: ...
+
+    def join(self) -> None: ...
+
+
+class _FileWrite:
+    """One state file written to checkpoint storage by a thread.
+
+    Writing a file ends with fsync of the file and of its directory, which can take
+    milliseconds to tens of milliseconds while other files are being synced; on the
+    mailbox thread that stalls record processing (an unaligned checkpoint's in-flight data,
+    a source's operator state). The snapshot waits for it as for an LMDB copy.
+    """
+
+    def __init__(self, location: str, name: str, data: Any) -> None:
+        self.value: StateHandle | None = None
+        self.error: BaseException | None = None
+        #: called on the thread when finished (see :class:`NativeCopy`)
+        self.on_done: Callable[[], None] | None = None
+        self._finished = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(location, name, data), name="checkpoint-write", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, location: str, name: str, data: Any) -> None:
+        try:
+            self.value = write_state_file(location, name, data)
+        except BaseException as exc:  # reported by result()
+            self.error = exc
+        finally:
+            self._finished.set()
+            on_done = self.on_done
+            if on_done is not None:
+                on_done()
+
+    @property
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> StateHandle:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        assert self.value is not None
+        return self.value
+
+
+def _write_in_thread(location: str, name: str, data: Any) -> Generator[Any, None, StateHandle]:
+    """Write one state file on a thread, yielding it while it runs; returns its handle.
+
+    Closed early (the checkpoint was aborted), it still waits for the thread, so that
+    nothing writes into the checkpoint's directory once the snapshot is dropped.
+    """
+    job = _FileWrite(location, name, data)
+    try:
+        while not job.done:
+            yield job
+    finally:
+        job.join()
+    return job.result()
+
+
 class _PendingSnapshot:
     __slots__ = ("checkpoint_id", "steps", "started", "sync_ms", "channels", "blocker")
 
     def __init__(
         self,
         checkpoint_id: int,
-        steps: Iterator[None],
+        steps: Iterator[Any],
         started: float,
         sync_ms: float,
         channels: ChannelStateCollector | None,
@@ -118,7 +191,7 @@ class _PendingSnapshot:
         self.started = started
         self.sync_ms = sync_ms
         self.channels = channels
-        self.blocker: NativeCopy | None = None  #: a copy running on a thread
+        self.blocker: _Blocker | None = None  #: a copy or file write running on a thread
 
     @property
     def ready(self) -> bool:
@@ -162,8 +235,24 @@ class SubtaskCheckpointCoordinator:
 
     @property
     def busy(self) -> bool:
-        """True when :meth:`pump` has work (not when a snapshot only waits for barriers)."""
-        return bool(self._pending) and self._pending[0].ready
+        """True when :meth:`pump` has work (not when snapshots only wait for barriers or for
+        a copy thread)."""
+        return any(p.ready for p in self._pending)
+
+    def _next_ready(self) -> _PendingSnapshot | None:
+        """The oldest snapshot that can make progress now.
+
+        Usually the oldest one. But a snapshot waiting for its LMDB copy thread (or for
+        in-flight data) does not hold up a later one that is ready: above all the final
+        checkpoint of a bounded job, which carries no keyed state, acknowledges at once
+        instead of after the upload of the periodic checkpoint before it; completing it
+        subsumes that one, whose copy is then cancelled. The JobManager takes
+        acknowledgements of different checkpoints in any order.
+        """
+        for pending in self._pending:
+            if pending.ready:
+                return pending
+        return None
 
     def checkpoint(
         self,
@@ -258,19 +347,19 @@ class SubtaskCheckpointCoordinator:
         return backend.snapshot_async()
 
     def pump(self) -> None:
-        """Write one more file of the oldest pending snapshot (acknowledge it when done)."""
-        if not self._pending or not self._pending[0].ready:
+        """Write one more file of the oldest ready snapshot (acknowledge it when done)."""
+        pending = self._next_ready()
+        if pending is None:
             return
-        pending = self._pending[0]
         try:
             step = next(pending.steps)
-            pending.blocker = step if isinstance(step, NativeCopy) else None
+            pending.blocker = step  # None, or work running on a thread
             if pending.blocker is not None:
                 pending.blocker.on_done = self._wake  # before anyone checks ``done``
         except StopIteration:
-            self._pending.popleft()
+            self._pending.remove(pending)
         except Exception as exc:
-            self._pending.popleft()
+            self._pending.remove(pending)
             self._decline(pending.checkpoint_id, exc)
 
     def pump_for(self, seconds: float) -> None:
@@ -284,12 +373,13 @@ class SubtaskCheckpointCoordinator:
     def complete_all(self) -> None:
         """Finish every pending snapshot now (after the final checkpoint, before closing)."""
         while self._pending:
-            head = self._pending[0]
-            if head.blocker is not None:
-                head.blocker.join()  # wait for the copy thread
-            elif not head.ready:
+            if self.busy:
+                self.pump()
+                continue
+            copying = [p.blocker for p in self._pending if p.blocker is not None]
+            if not copying:
                 return  # in-flight data still to come: it cannot
-            self.pump()
+            copying[0].join()  # wait for the copy thread
 
     def abort(self, checkpoint_id: int) -> None:
         """Drop pending snapshots up to ``checkpoint_id`` (the JobManager gave up on them)."""
@@ -309,7 +399,9 @@ class SubtaskCheckpointCoordinator:
         started: float,
         sync_ms: float,
         channels: ChannelStateCollector | None,
-    ) -> Iterator[None]:
+    ) -> Iterator[Any]:
+        """The asynchronous part, one step per ``next``: yields work running on a thread
+        (an LMDB copy, a file write) until it is done, and acknowledges at the end."""
         task = self.task
         index = task.info.index
         written = 0
@@ -319,10 +411,9 @@ class SubtaskCheckpointCoordinator:
                 prefix = f"{operator_id[:16]}-{index}"
                 entry: dict[str, list] = {"operator": [], "keyed": [], "timers": []}
                 for i, stream in enumerate(op_streams):
-                    handle = write_state_file(location, f"{prefix}-op{i}.arrow", stream)
+                    handle = yield from _write_in_thread(location, f"{prefix}-op{i}.arrow", stream)
                     written += handle.size
                     entry["operator"].append(handle.to_json())
-                    yield
                 if isinstance(keyed, NativeCopy):
                     while not keyed.done:
                         yield keyed  # copied and uploaded on a thread meanwhile
@@ -331,24 +422,23 @@ class SubtaskCheckpointCoordinator:
                     entry["keyed"].append(_ranged(handle, key_groups, format="lmdb"))
                     yield
                 elif keyed is not None:
-                    for i, stream in enumerate(keyed.streams()):
-                        handle = write_state_file(location, f"{prefix}-kg{i}.arrow", stream)
+                    for i, stream in enumerate(keyed.streams()):  # each made here, in turn
+                        name = f"{prefix}-kg{i}.arrow"
+                        handle = yield from _write_in_thread(location, name, stream)
                         written += handle.size
                         entry["keyed"].append(_ranged(handle, key_groups))
-                        yield
                 for i, stream in enumerate(timers):
-                    handle = write_state_file(location, f"{prefix}-timers{i}.arrow", stream)
+                    name = f"{prefix}-timers{i}.arrow"
+                    handle = yield from _write_in_thread(location, name, stream)
                     written += handle.size
                     entry["timers"].append(_ranged(handle, key_groups))
-                    yield
                 operators[operator_id] = entry
             channel_files = []
             if channels is not None:
                 entries = channels.entries()
                 if entries:
-                    handle = write_state_file(
-                        location, f"channels-{task.info.task_id}.bin", encode_entries(entries)
-                    )
+                    name = f"channels-{task.info.task_id}.bin"
+                    handle = yield from _write_in_thread(location, name, encode_entries(entries))
                     written += handle.size
                     edges = sorted({e.edge for e in entries})
                     channel_files.append({"handle": handle.to_json(), "edges": edges})

@@ -1185,6 +1185,10 @@ def snapshot_rows(
     return writer.finish()
 
 
+class CopyCancelled(Exception):
+    """Raised on a :class:`NativeCopy`'s thread when its checkpoint was cancelled."""
+
+
 class NativeCopy:
     """A compacted copy of an LMDB environment being written by a thread (a checkpoint).
 
@@ -1210,6 +1214,9 @@ class NativeCopy:
         self._lock = threading.Lock()
         self._copied = threading.Event()  #: set once the read transaction has ended
         self._finished = threading.Event()  #: set once ``write`` returned (or failed)
+        #: set by :meth:`cancel`: the checkpoint was aborted (or subsumed), so a copy not yet
+        #: written is skipped and a written one is not checksummed and synced
+        self._cancelled = threading.Event()
         #: called on the thread when finished (set before checking :attr:`done`, so that a
         #: waiter misses no wake-up)
         self.on_done: Callable[[], None] | None = None
@@ -1220,9 +1227,13 @@ class NativeCopy:
 
     def _copy(self, fd: int) -> None:
         try:
-            self._env.copyfd(fd, compact=True, txn=self._txn)
+            if not self._cancelled.is_set():
+                self._env.copyfd(fd, compact=True, txn=self._txn)
         finally:
             self._end_txn()
+        if self._cancelled.is_set():
+            # ``write`` drops its half-made file on an exception: no checksum, no fsync
+            raise CopyCancelled("the checkpoint was aborted")
 
     def _end_txn(self) -> None:
         with self._lock:
@@ -1268,7 +1279,13 @@ class NativeCopy:
         return self.value
 
     def cancel(self) -> None:
-        """Drop the copy: wait for the thread, whatever it wrote is not referenced."""
+        """Drop the copy: stop it early and wait for the thread; whatever it wrote is not
+        referenced. A copy already under way is finished (``mdb_env_copy`` cannot be
+        interrupted), but its file is then removed instead of checksummed and synced, so
+        that an aborted checkpoint (one subsumed by the final checkpoint, say) does not hold
+        up the task for the rest of its upload."""
+        if not self._finished.is_set():
+            self._cancelled.set()
         self.join()
 
 
