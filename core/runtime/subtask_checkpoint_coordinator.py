@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import os
-import threading
 import time
 import traceback
 from collections import deque
@@ -40,6 +39,7 @@ from flowrun.network.channel_state import (
     replay_batches,
 )
 from flowrun.network.frames import EventKind
+from flowrun.state.backends.background import BackgroundCall
 from flowrun.state.backends.lmdb import NativeCopy
 
 from .checkpoint_barrier_handler import FLAG_FINAL, FLAG_SAVEPOINT, Barrier
@@ -114,7 +114,7 @@ class _Blocker(Protocol):
     def join(self) -> None: ...
 
 
-class _FileWrite:
+class _FileWrite(BackgroundCall):
     """One state file written to checkpoint storage by a thread.
 
     Writing a file ends with fsync of the file and of its directory, which can take
@@ -124,40 +124,8 @@ class _FileWrite:
     """
 
     def __init__(self, location: str, name: str, data: Any) -> None:
-        self.value: StateHandle | None = None
-        self.error: BaseException | None = None
-        #: called on the thread when finished (see :class:`NativeCopy`)
-        self.on_done: Callable[[], None] | None = None
-        self._finished = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(location, name, data), name="checkpoint-write", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, location: str, name: str, data: Any) -> None:
-        try:
-            self.value = write_state_file(location, name, data)
-        except BaseException as exc:  # reported by result()
-            self.error = exc
-        finally:
-            self._finished.set()
-            on_done = self.on_done
-            if on_done is not None:
-                on_done()
-
-    @property
-    def done(self) -> bool:
-        return self._finished.is_set()
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def result(self) -> StateHandle:
-        self.join()
-        if self.error is not None:
-            raise self.error
-        assert self.value is not None
-        return self.value
+        super().__init__(lambda: write_state_file(location, name, data), "checkpoint-write")
+        self.start()
 
 
 def _write_in_thread(location: str, name: str, data: Any) -> Generator[Any, None, StateHandle]:

@@ -71,6 +71,7 @@ from ..serializers import StateTypeError
 from ..snapshot import StateMeta, StreamWriter
 from ..state import AggregatingState, ListState, MapState, ReducingState, ValueState
 from ..ttl import TtlPolicy
+from .background import BackgroundCall
 from .base import (
     Clock,
     KeyedStateBackend,
@@ -1189,7 +1190,7 @@ class CopyCancelled(Exception):
     """Raised on a :class:`NativeCopy`'s thread when its checkpoint was cancelled."""
 
 
-class NativeCopy:
+class NativeCopy(BackgroundCall):
     """A compacted copy of an LMDB environment being written by a thread (a checkpoint).
 
     Kept among the backend's snapshot handles: the map may only move (grow) or close once
@@ -1205,25 +1206,15 @@ class NativeCopy:
         handles: set,
         write: Callable[[Callable[[int], None]], Any],
     ) -> None:
-        self.value: Any = None
-        self.error: BaseException | None = None
+        super().__init__(lambda: write(self._copy), "lmdb-checkpoint")
         self._env = env
         self._txn: lmdb.Transaction | None = txn
         self._handles = handles
-        self._write = write
         self._lock = threading.Lock()
         self._copied = threading.Event()  #: set once the read transaction has ended
-        self._finished = threading.Event()  #: set once ``write`` returned (or failed)
         #: set by :meth:`cancel`: the checkpoint was aborted (or subsumed), so a copy not yet
         #: written is skipped and a written one is not checksummed and synced
         self._cancelled = threading.Event()
-        #: called on the thread when finished (set before checking :attr:`done`, so that a
-        #: waiter misses no wake-up)
-        self.on_done: Callable[[], None] | None = None
-        self._thread = threading.Thread(target=self._run, name="lmdb-checkpoint", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
 
     def _copy(self, fd: int) -> None:
         try:
@@ -1245,21 +1236,8 @@ class NativeCopy:
                 pass
         self._copied.set()
 
-    def _run(self) -> None:
-        try:
-            self.value = self._write(self._copy)
-        except BaseException as exc:  # reported by result()
-            self.error = exc
-        finally:
-            self._end_txn()  # in case write never called copy
-            self._finished.set()
-            on_done = self.on_done
-            if on_done is not None:
-                on_done()
-
-    @property
-    def done(self) -> bool:
-        return self._finished.is_set()
+    def _after(self) -> None:
+        self._end_txn()  # in case write never called copy
 
     def materialize(self) -> None:
         """Wait until the copy is written and its read transaction has ended."""
@@ -1268,15 +1246,15 @@ class NativeCopy:
 
     def join(self) -> None:
         """Wait until ``write`` has returned."""
-        self._thread.join()
+        super().join()
         self.materialize()
 
     def result(self) -> Any:
         """What ``write`` returned, once done; raises what failed."""
-        self.join()
-        if self.error is not None:
-            raise StateBackendError(f"LMDB checkpoint copy failed: {self.error}") from self.error
-        return self.value
+        try:
+            return super().result()
+        except BaseException as exc:
+            raise StateBackendError(f"LMDB checkpoint copy failed: {exc}") from exc
 
     def cancel(self) -> None:
         """Drop the copy: stop it early and wait for the thread; whatever it wrote is not
@@ -1284,7 +1262,7 @@ class NativeCopy:
         interrupted), but its file is then removed instead of checksummed and synced, so
         that an aborted checkpoint (one subsumed by the final checkpoint, say) does not hold
         up the task for the rest of its upload."""
-        if not self._finished.is_set():
+        if not self.done:
             self._cancelled.set()
         self.join()
 
