@@ -87,6 +87,11 @@ class NetworkBufferPool:
         pool = cls(fd, num_buffers, segment_size, owns_fd=True)
         return pool
 
+    @property
+    def memory(self) -> memoryview:
+        """The whole pool, writable (buffer ``i`` starts at ``i * segment_size``)."""
+        return self._view
+
     def buffer(self, index: int) -> memoryview:
         """The writable memory of buffer ``index``."""
         return self._buffers[index]

@@ -264,8 +264,27 @@ class ChannelStream(_Stream):
             file.seek(position)
 
     def append(self, builder: BufferBuilder, batch: pa.RecordBatch, info: SchemaInfo, size: int):
-        start = builder.offset + HEADER.size
-        position = builder.position + start
+        builder.offset = self.write_frame(
+            builder.memory, builder.offset, builder.position, batch, info, size
+        )
+
+    def write_frame(
+        self,
+        memory: memoryview,
+        offset: int,
+        base: int,
+        batch: pa.RecordBatch,
+        info: SchemaInfo,
+        size: int,
+    ) -> int:
+        """Write ``batch`` as one frame at ``offset`` of ``memory``, which starts at
+        ``base`` in the file; returns the offset just past the frame.
+
+        ``size`` is the batch's record batch message size; the caller checked that
+        the frame fits.
+        """
+        start = offset + HEADER.size
+        position = base + start
         file = self.file
         try:
             file.seek(position)
@@ -281,8 +300,8 @@ class ChannelStream(_Stream):
         except BaseException:
             self.reset()
             raise
-        HEADER.pack_into(builder.memory, builder.offset, length, kind, 0, 0)
-        builder.offset = start + length
+        HEADER.pack_into(memory, offset, length, kind, 0, 0)
+        return start + length
 
 
 class _BufferStream(_Stream):

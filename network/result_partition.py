@@ -229,6 +229,15 @@ class ResultSubpartition:
         if current is not None:
             self._finish_current()
             self._send_queued()
+        if stream is not None:
+            if self._queue and self._poll is not None:
+                self._poll()  # as in _request_buffer: recycles and credit that arrived
+            index = self.local_pool.request_run(segments)
+            if index is not None:
+                # the span is written and queued directly, without a BufferBuilder:
+                # it takes this one frame and is handed over at once
+                self._write_span(index, segments, stream, batch, info, size)
+                return True
         if not self._request_buffer(segments):
             return False  # free buffers, but no run of them: cut the batch as usual
         current = self._current
@@ -236,6 +245,33 @@ class ResultSubpartition:
         self._finish_current()
         self._send_queued()
         return True
+
+    def _write_span(
+        self,
+        index: int,
+        segments: int,
+        stream: ChannelStream,
+        batch: pa.RecordBatch,
+        info: SchemaInfo,
+        size: int,
+    ) -> None:
+        """Write ``batch`` as the one frame of the span of ``segments`` from ``index``
+        (taken from the local pool), queue the span and send what credit allows."""
+        start = index * self._segment
+        try:
+            length = stream.write_frame(self._pool.memory, start, 0, batch, info, size) - start
+        except BaseException:
+            recycle = self.local_pool.recycle
+            for segment in range(index + segments - 1, index - 1, -1):
+                recycle(segment)
+            raise
+        self._queue.append((index, length))
+        self._queued_segments += segments
+        self._send_queued()
+        if self._queue:
+            # no credit for it: ask for floating credit now (Flink's backlog announcement
+            # at zero credit), or the span waits for the last one's round trip
+            self._announce_backlog()
 
     def _add_stream_batch(self, batch: pa.RecordBatch) -> None:
         """Batches with dictionaries: one complete stream per frame, halved when too big."""
