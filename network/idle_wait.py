@@ -15,9 +15,12 @@ then checks the pipe with ``FIONREAD``. The other descriptors it waits for
 As soon as messages come more than ~2 average gaps late, or the average gap
 grows beyond :data:`BUSY_GAP_S`, it blocks as before: a quiet or trickling
 task never naps, so naps cost CPU only where each saves a wake-up. This is
-not spinning: every nap is a real sleep (the kernel's timer slack, 50 us by
-default, makes even a 10 us request last ~70-80 us on the benchmark machine),
-and it adds at most that much latency per hop.
+not spinning: every nap is a real sleep. The kernel's default timer slack
+(50 us) would stretch a 10 us nap to ~85 us on the benchmark machine, so a
+consumer would answer its producer's buffers that late and the producer would
+cycle through more of its buffers (colder copies): the thread that waits sets
+its own slack to :data:`NAP_TIMER_SLACK_NS` (naps then last ~30 us there; with
+the default slack the 1 MiB channel benchmark was 3-4 us per batch slower).
 
 Naps help only when a CPU would otherwise idle. When the machine has no CPU
 to spare -- the producer and the consumer share one core, or other work
@@ -43,16 +46,19 @@ Example::
 from __future__ import annotations
 
 import array
+import ctypes
 import fcntl
 import os
 import select
 import termios
 import time
 
-__all__ = ["IdleWait", "NAP_S", "BUSY_GAP_S"]
+__all__ = ["IdleWait", "NAP_S", "BUSY_GAP_S", "NAP_TIMER_SLACK_NS"]
 
 #: requested length of one nap (the timer slack lengthens it, see above)
 NAP_S = 10e-6
+#: timer slack of a waiting task's thread (prctl PR_SET_TIMERSLACK; the default is 50 us)
+NAP_TIMER_SLACK_NS = 1000
 #: nap only while doorbell messages arrive on average at least this often
 BUSY_GAP_S = 250e-6
 #: a longer pause between messages counts as this many busy gaps in the average (so
@@ -62,6 +68,15 @@ _MAX_GAPS = 4
 _RECHECK_S = 2e-3
 _FIONREAD = getattr(termios, "FIONREAD", 0x541B)
 _LOADAVG = "/proc/loadavg"
+_PR_SET_TIMERSLACK = 29
+
+
+def _set_timer_slack(nanoseconds: int) -> None:
+    """Make this thread's timed sleeps end within ``nanoseconds`` of their time (Linux)."""
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_TIMERSLACK, nanoseconds, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
 
 
 def _cpus() -> int:
@@ -104,6 +119,7 @@ class IdleWait:
         self._cpus = 0
         self._spare = False  #: whether a CPU was idle at the last check
         self._checked = -1.0
+        _set_timer_slack(NAP_TIMER_SLACK_NS)
 
     def close(self) -> None:
         if self._loadavg >= 0:

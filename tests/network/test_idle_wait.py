@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import threading
 import time
 
 import pytest
 
-from flowrun.network.idle_wait import BUSY_GAP_S, IdleWait
+from flowrun.network.idle_wait import BUSY_GAP_S, NAP_TIMER_SLACK_NS, IdleWait
+
+_PR_SET_TIMERSLACK = 29
+_PR_GET_TIMERSLACK = 30
 
 
 @pytest.fixture
@@ -111,3 +116,27 @@ def test_a_trickle_never_naps(pipe, tmp_path):
         waiter.on_messages()
     assert not waiter.napping()
     waiter.close()
+
+
+def test_a_waiting_thread_gets_a_fine_timer_slack() -> None:
+    """Naps must last about what they ask for: the kernel's default slack (50 us) made a
+    10 us nap last ~85 us, and the producer then waited on its consumer's late answers."""
+    libc = ctypes.CDLL(None)
+    seen: list[int] = []
+
+    def build() -> None:
+        libc.prctl(_PR_SET_TIMERSLACK, 50_000, 0, 0, 0)  # the kernel's default
+        before = libc.prctl(_PR_GET_TIMERSLACK, 0, 0, 0, 0)
+        r, w = os.pipe()
+        try:
+            IdleWait(r)
+            seen.extend([before, libc.prctl(_PR_GET_TIMERSLACK, 0, 0, 0, 0)])
+        finally:
+            os.close(r)
+            os.close(w)
+
+    thread = threading.Thread(target=build)
+    thread.start()
+    thread.join()
+    assert seen[0] == 50_000
+    assert seen[1] == NAP_TIMER_SLACK_NS
