@@ -187,6 +187,9 @@ class _Mismatch(ValueError):
 # --------------------------------------------------------------------------------------
 
 
+_STRING = pa.string()
+
+
 class _Codec:
     arrow_type: pa.DataType
     plain_read = True  # arr.to_pylist(maps_as_pydicts="strict") yields the Python values
@@ -199,7 +202,7 @@ class _Codec:
 
 
 class _PlainCodec(_Codec):
-    """Types whose typed ``pa.array`` conversion is already strict: str, float, bool, dates."""
+    """Types whose typed ``pa.array`` conversion is already strict: float, bool, dates."""
 
     def __init__(self, arrow_type: pa.DataType) -> None:
         self.arrow_type = arrow_type
@@ -221,11 +224,26 @@ class _IntCodec(_Codec):
         raise _Mismatch(f"expected int values, got values Arrow reads as {arr.type}")
 
 
-class _CharCodec(_Codec):
+class _StrCodec(_Codec):
+    """STRING: ``str`` only. Given the type, ``pa.array`` would take ``bytes`` too and
+    decode them as UTF-8, where PyFlink's string coder fails; so Arrow infers the type
+    (at the same cost per value) and anything but strings and None is refused."""
+
     arrow_type = pa.string()
 
     def encode(self, values: list) -> pa.Array:
-        arr = pa.array(values, type=pa.string())
+        arr = pa.array(values)
+        if arr.type == _STRING:
+            return arr
+        if pa.types.is_null(arr.type):
+            return arr.cast(_STRING)
+        got = "bytes" if pa.types.is_binary(arr.type) else f"values Arrow reads as {arr.type}"
+        raise _Mismatch(f"expected str, got {got}")
+
+
+class _CharCodec(_StrCodec):
+    def encode(self, values: list) -> pa.Array:
+        arr = super().encode(values)
         if len(arr) and pc.any(pc.not_equal(pc.utf8_length(arr), 1)).as_py():
             raise _Mismatch("CHAR values must be strings of exactly one character")
         return arr
@@ -519,7 +537,7 @@ class _StructCodec(_Codec):
 
 
 _SCALAR_CODECS: dict[BasicType, Callable[[], _Codec]] = {
-    BasicType.STRING: lambda: _PlainCodec(pa.string()),
+    BasicType.STRING: _StrCodec,
     BasicType.BOOLEAN: lambda: _PlainCodec(pa.bool_()),
     BasicType.FLOAT: lambda: _PlainCodec(pa.float32()),
     BasicType.DOUBLE: lambda: _PlainCodec(pa.float64()),
