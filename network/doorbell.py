@@ -76,9 +76,10 @@ class DoorbellReader:
     def drain(self) -> list[tuple[int, int, int, int, int]]:
         """Every complete message currently in the pipe (possibly none).
 
-        One non-blocking ``read`` and no FIONREAD first: on the hot path (a task
-        sending a large batch per doorbell check) every system call runs with
-        caches the batch copy has just flushed, and costs several microseconds.
+        One non-blocking ``read``, no FIONREAD first: one system call per check
+        instead of two when messages wait (a producer of large batches finds a
+        RECYCLE at almost every check); an empty pipe costs a caught
+        BlockingIOError instead (~0.7 us against ~0.2 us for the ioctl).
         """
         try:
             data = os.read(self._fd, _READ_SIZE)
