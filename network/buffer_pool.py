@@ -182,6 +182,12 @@ class LocalBufferPool:
     def recycle(self, index: int) -> None:
         self._free.append(index)
 
+    def recycle_run(self, first: int, count: int) -> None:
+        """Give back the ``count`` segments from ``first`` on, last segment first: the run
+        is then found again from its start, whole, by the next :meth:`request_run` (a
+        span reused while it is still in the CPU cache)."""
+        self._free.extend(range(first + count - 1, first - 1, -1))
+
     @property
     def num_available(self) -> int:
         return len(self._free)

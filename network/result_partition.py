@@ -104,12 +104,25 @@ class ResultSubpartition:
 
     # -- producing ------------------------------------------------------------
     def _request_buffer(self, segments: int = 1) -> bool:
-        """Start a new current buffer of ``segments`` contiguous segments.
+        """Start a new current buffer of ``segments`` contiguous segments (see
+        :meth:`_take_run`); False, and nothing taken, when no run of them is free."""
+        index = self._take_run(segments)
+        if index is None:
+            return False
+        segment = self._segment
+        self._current = BufferBuilder(
+            self._pool.region(index, segments * segment), self._stream, index * segment
+        )
+        self._current_index = index
+        return True
+
+    def _take_run(self, segments: int) -> int | None:
+        """Take ``segments`` contiguous free segments from the local pool: their first index.
 
         Waits, as backpressure, while no buffer at all is free. A run of several
         segments is not waited for -- a consumer may keep some buffers for long (an
         operator holding zero-copy batches), so the free ones need not ever form a
-        run -- False then, and nothing is taken.
+        run -- None then, and nothing is taken.
         """
         if self._queue and self._poll is not None:
             # buffers wait for credit: take in the recycles and credits that arrived
@@ -127,14 +140,7 @@ class ResultSubpartition:
                     self._wait()
                 self._stats.blocked_ns += time.perf_counter_ns() - start
             index = local_pool.request_run(segments)
-            if index is None:
-                return False
-        segment = self._segment
-        self._current = BufferBuilder(
-            self._pool.region(index, segments * segment), self._stream, index * segment
-        )
-        self._current_index = index
-        return True
+        return index
 
     def _finish_current(self) -> None:
         current = self._current
@@ -230,14 +236,13 @@ class ResultSubpartition:
             self._finish_current()
             self._send_queued()
         if stream is not None:
-            if self._queue and self._poll is not None:
-                self._poll()  # as in _request_buffer: recycles and credit that arrived
-            index = self.local_pool.request_run(segments)
-            if index is not None:
-                # the span is written and queued directly, without a BufferBuilder:
-                # it takes this one frame and is handed over at once
-                self._write_span(index, segments, stream, batch, info, size)
-                return True
+            index = self._take_run(segments)
+            if index is None:
+                return False  # free buffers, but no run of them: cut the batch as usual
+            # the span is written and queued directly, without a BufferBuilder: it takes
+            # this one frame and is handed over at once
+            self._write_span(index, segments, stream, batch, info, size)
+            return True
         if not self._request_buffer(segments):
             return False  # free buffers, but no run of them: cut the batch as usual
         current = self._current
@@ -261,9 +266,7 @@ class ResultSubpartition:
         try:
             length = stream.write_frame(self._pool.memory, start, 0, batch, info, size) - start
         except BaseException:
-            recycle = self.local_pool.recycle
-            for segment in range(index + segments - 1, index - 1, -1):
-                recycle(segment)
+            self.local_pool.recycle_run(index, segments)
             raise
         self._queue.append((index, length))
         self._queued_segments += segments
@@ -403,11 +406,7 @@ class ResultSubpartition:
         """
         if segments > 1:
             self._spans_out -= 1
-        recycle = self.local_pool.recycle
-        # last segment first: the run is then found again from its start, whole, by the
-        # next request (a span reused while it is still in the CPU cache)
-        for segment in range(index + segments - 1, index - 1, -1):
-            recycle(segment)
+        self.local_pool.recycle_run(index, segments)
         if credit:
             self.credit += credit
             self._send_queued()

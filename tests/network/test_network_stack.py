@@ -206,6 +206,15 @@ def test_local_buffer_pool_finds_runs_of_consecutive_buffers():
     assert local.request_run(1) is None
 
 
+def test_local_buffer_pool_recycled_run_is_taken_again_from_its_start():
+    local = LocalBufferPool(range(6))
+    assert local.request_run(2) == 0 and local.request_run(2) == 2
+    local.recycle_run(2, 2)
+    assert local.num_available == 4
+    assert local.request_run(2) == 2  # the run recycled last comes first, whole
+    assert local.request_run(1) == 4
+
+
 # -- one channel inside this process ------------------------------------------------
 
 
