@@ -5,8 +5,12 @@ is the Python work per buffer on both sides (IPC framing into shared memory,
 doorbell messages, credit bookkeeping, zero-copy decoding) running in parallel
 on two cores, so only two processes driving ``NetworkEnvironment`` -- the same
 ``ResultSubpartition`` / ``InputGate`` / credit ledger a subtask builds --
-measure it. Both processes are forked from the caller and inherit the memfd of
-the ``NetworkBufferPool`` and the doorbell pipes, as subtasks inherit theirs.
+measure it. The channel's two processes start through the engine's fork server
+and get the memfd of the ``NetworkBufferPool`` and the doorbell pipes passed, as
+subtasks get theirs, so they also run in the environment the engine gives its
+subtasks (see ``flowrun.core.runtime.forkserver.subtask_environment``). The
+baselines run as forks of, or in, the benchmark process, with the C library's
+defaults.
 
 Every function returns the seconds from "go" to the consumer holding the last
 batch (``time.perf_counter`` is CLOCK_MONOTONIC, comparable across processes),
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import socket
+import struct
 import time
 from collections.abc import Callable
 
@@ -24,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from flowrun.core import config as cfg
+from flowrun.core.runtime.forkserver import ForkServer, get_fork_server
 from flowrun.network.buffer_pool import NetworkBufferPool
 from flowrun.network.doorbell import create_doorbell_pipe
 from flowrun.network.frames import EventKind, FrameKind
@@ -105,7 +112,29 @@ def _check(batch: pa.RecordBatch, rows: int, rows_per_batch: int) -> bool:
 
 
 # -- the flowrun channel ----------------------------------------------------------
-def _producer(pool_fd, doorbell_r, consumer_w, desc, batch, count, ready, go) -> None:
+# Both ends start through the engine's fork server, as subtasks do: they run in the
+# environment the engine gives its subtasks (glibc's copy tunables among it), not as
+# forks of the benchmark process. ``control`` is a socket to the benchmark: each end
+# writes one byte when set up and waits for one ("go"); the consumer then reports
+# its end time and whether it got exactly the batches sent.
+_DONE = struct.Struct("<d?")
+
+
+def _ready_go(control: socket.socket) -> None:
+    control.sendall(b"r")
+    if control.recv(1) != b"g":
+        raise RuntimeError("the benchmark went away before go")
+
+
+def channel_producer(fds: list[int], desc, batch, count) -> None:
+    """Fork-server target: the producing end (``fds``: pool, doorbell, consumer's doorbell,
+    control socket)."""
+    _profiled(_producer, fds, desc, batch, count)
+
+
+def _producer(fds, desc, batch, count) -> None:
+    pool_fd, doorbell_r, consumer_w, control_fd = fds
+    control = socket.socket(fileno=control_fd)
     holder: list[NetworkEnvironment] = []
 
     def wait() -> None:  # what StreamTask does under backpressure: serve the doorbell
@@ -115,8 +144,7 @@ def _producer(pool_fd, doorbell_r, consumer_w, desc, batch, count, ready, go) ->
     net = NetworkEnvironment(desc, pool_fd, doorbell_r, {1: consumer_w}, wait)
     holder.append(net)
     sub = net.subpartitions[0]
-    ready.send(os.getpid())
-    go.wait()
+    _ready_go(control)
     for _ in range(count):
         sub.add_batch(batch)
         net.process_doorbell()
@@ -125,11 +153,17 @@ def _producer(pool_fd, doorbell_r, consumer_w, desc, batch, count, ready, go) ->
         wait()
 
 
-def _consumer(pool_fd, doorbell_r, producer_w, desc, rows_per_batch, expect, ready, go, done):
+def channel_consumer(fds: list[int], desc, rows_per_batch, expect) -> None:
+    """Fork-server target: the consuming end (``fds`` as for :func:`channel_producer`)."""
+    _profiled(_consumer, fds, desc, rows_per_batch, expect)
+
+
+def _consumer(fds, desc, rows_per_batch, expect) -> None:
+    pool_fd, doorbell_r, producer_w, control_fd = fds
+    control = socket.socket(fileno=control_fd)
     net = NetworkEnvironment(desc, pool_fd, doorbell_r, {0: producer_w}, lambda: None)
     gate = net.gates[0]
-    ready.send(os.getpid())
-    go.wait()
+    _ready_go(control)
     rows = 0
     ok = True
     ended = False
@@ -149,12 +183,38 @@ def _consumer(pool_fd, doorbell_r, producer_w, desc, rows_per_batch, expect, rea
         batch = None  # the batch references shared memory: drop it before recycling
         del memory
         gate.recycle(channel, buffer)
-    done.send((time.perf_counter(), ok and rows == expect))
+    control.sendall(_DONE.pack(time.perf_counter(), ok and rows == expect))
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise RuntimeError("a benchmark process exited early (its traceback is above)")
+        data += chunk
+    return data
+
+
+def _await_exits(server: ForkServer, pids: list[int], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        server.poll_exits()
+        codes = {pid: server.exit_codes.get(pid) for pid in pids}
+        if all(code is not None for code in codes.values()):
+            failed = {pid: code for pid, code in codes.items() if code != 0}
+            if failed:
+                raise RuntimeError(f"benchmark processes exited with {failed}")
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"benchmark processes still running after {timeout} s: {codes}")
+        time.sleep(0.001)
 
 
 def run_channel(batch: pa.RecordBatch, count: int, segment_size: int) -> float:
     """Send ``batch`` ``count`` times through one channel with the engine's default credits."""
     buffers, exclusive, floating = _engine_defaults()
+    server = get_fork_server()
     pool = NetworkBufferPool.create("bench", buffers, segment_size)
     prod_r, prod_w = create_doorbell_pipe()
     cons_r, cons_w = create_doorbell_pipe()
@@ -169,29 +229,38 @@ def run_channel(batch: pa.RecordBatch, count: int, segment_size: int) -> float:
         floating,
         gates=[InputGateDescriptor(0, 0, [ChannelDescriptor(peer_task=0, peer_subpartition=0)])],
     )
-    ready_r, ready_w = _CTX.Pipe(duplex=False)
-    done_r, done_w = _CTX.Pipe(duplex=False)
-    go = _CTX.Event()
+    producer_ctl, producer_end = socket.socketpair()
+    consumer_ctl, consumer_end = socket.socketpair()
     try:
-        procs = [
-            _start(_producer, pool.fd, prod_r, cons_w, producer_desc, batch, count, ready_w, go),
-            _start(
-                _consumer,
-                pool.fd,
-                cons_r,
-                prod_w,
-                consumer_desc,
-                batch.num_rows,
-                batch.num_rows * count,
-                ready_w,
-                go,
-                done_w,
+        pids = [
+            server.spawn(
+                "_channel:channel_producer",
+                (producer_desc, batch, count),
+                [pool.fd, prod_r, cons_w, producer_end.fileno()],
+            ),
+            server.spawn(
+                "_channel:channel_consumer",
+                (consumer_desc, batch.num_rows, batch.num_rows * count),
+                [pool.fd, cons_r, prod_w, consumer_end.fileno()],
             ),
         ]
-        return _finish(procs, ready_r, go, done_r)
+        for end in (producer_end, consumer_end):
+            end.close()
+        for ctl in (producer_ctl, consumer_ctl):
+            _recv_exactly(ctl, 1)
+        start = time.perf_counter()
+        for ctl in (producer_ctl, consumer_ctl):
+            ctl.sendall(b"g")
+        end_time, rows_ok = _DONE.unpack(_recv_exactly(consumer_ctl, _DONE.size))
+        _await_exits(server, pids)
+        if not rows_ok:
+            raise AssertionError("the consumer did not receive exactly the batches sent")
+        return end_time - start
     finally:
         for fd in (prod_r, prod_w, cons_r, cons_w):
             os.close(fd)
+        for sock in (producer_ctl, consumer_ctl, producer_end, consumer_end):
+            sock.close()
         pool.close()
 
 

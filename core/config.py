@@ -402,6 +402,16 @@ PROCESS_START_METHOD = _option(
     "How subtask processes start: forkserver (pyarrow/numpy preloaded) or spawn.",
     lambda v: None if v in ("forkserver", "spawn") else "must be forkserver or spawn",
 )
+#: Subtask processes copy blocks larger than this many bytes with non-temporal
+#: (cache-bypassing) stores: glibc's ``glibc.cpu.x86_non_temporal_threshold``, set in
+#: the fork server's environment unless ``GLIBC_TUNABLES`` already sets it (that is
+#: how to change or disable it: a huge value turns it off). Why: the large copies of
+#: a subtask are Arrow writing batches into shared memory, which the consumer reads,
+#: not the producer. glibc derives its own threshold from the L3 size (hundreds of
+#: MiB on big servers, so never), and every 1 MiB batch then went through the
+#: producer's L2 and evicted the interpreter's working set: the 1 MiB channel
+#: benchmark was ~20% slower per batch. 0 leaves glibc's default.
+NON_TEMPORAL_COPY_THRESHOLD = 128 * 1024
 WORKING_DIR = _option(
     "io.tmp.dirs",
     tempfile.gettempdir(),

@@ -323,3 +323,8 @@ class KillOnce(MapFunction):
             os.kill(os.getpid(), signal.SIGKILL)
         return x if self.then is None else self.then(x)
 """
+
+
+def write_environment_variable(fds: list[int], name: str) -> None:
+    """Fork-server target: write this process's value of ``name`` (or nothing) to ``fds[0]``."""
+    os.write(fds[0], os.environ.get(name, "").encode())

@@ -33,9 +33,12 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ForkServer", "get_fork_server"]
+from flowrun.core import config as cfg
+
+__all__ = ["ForkServer", "get_fork_server", "subtask_environment"]
 
 _LEN = struct.Struct("<I")
 _PRELOAD = (
@@ -57,6 +60,8 @@ _PRELOAD = (
     "flowrun.state.key_groups",
 )
 _PR_SET_PDEATHSIG = 1
+_GLIBC_TUNABLES = "GLIBC_TUNABLES"
+_NON_TEMPORAL_THRESHOLD = "glibc.cpu.x86_non_temporal_threshold"
 
 
 def _send(sock: socket.socket, obj: Any, fds: list[int] | None = None) -> None:
@@ -90,6 +95,24 @@ def _recv_request(sock: socket.socket) -> tuple[Any, list[int]]:
     (length,) = _LEN.unpack(head[:4])
     body = _recv_exact(sock, 4 + length, [head])
     return pickle.loads(body[4:]), fds
+
+
+def subtask_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of the fork server (and so of every subtask): ``environ`` with
+    glibc's non-temporal copy threshold (see :data:`~flowrun.core.config.NON_TEMPORAL_COPY_THRESHOLD`)
+    added to ``GLIBC_TUNABLES``, unless that already sets it.
+
+    glibc reads its tunables once, when a program starts, hence the environment of the
+    fresh interpreter rather than a call at run time; it ignores the variable on other
+    architectures, and other C libraries do not read it.
+    """
+    env = dict(environ)
+    threshold = cfg.NON_TEMPORAL_COPY_THRESHOLD
+    tunables = env.get(_GLIBC_TUNABLES, "")
+    if threshold and f"{_NON_TEMPORAL_THRESHOLD}=" not in tunables:
+        setting = f"{_NON_TEMPORAL_THRESHOLD}={threshold}"
+        env[_GLIBC_TUNABLES] = f"{tunables}:{setting}" if tunables else setting
+    return env
 
 
 def _set_pdeathsig() -> None:
@@ -231,7 +254,7 @@ class ForkServer:
     @classmethod
     def start(cls) -> ForkServer:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = dict(os.environ)
+        env = subtask_environment(os.environ)
         proc = subprocess.Popen(
             [
                 sys.executable,
