@@ -395,13 +395,6 @@ MAX_BUFFERS_PER_CHANNEL = _option(
 )
 
 # --- processes -------------------------------------------------------------
-PROCESS_START_METHOD = _option(
-    "flowrun.process.start-method",
-    "forkserver",
-    str,
-    "How subtask processes start: forkserver (pyarrow/numpy preloaded) or spawn.",
-    lambda v: None if v in ("forkserver", "spawn") else "must be forkserver or spawn",
-)
 #: Subtask processes copy blocks larger than this many bytes with non-temporal
 #: (cache-bypassing) stores: glibc's ``glibc.cpu.x86_non_temporal_threshold``, set in
 #: the fork server's environment unless ``GLIBC_TUNABLES`` already sets it (that is
