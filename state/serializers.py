@@ -106,6 +106,7 @@ from flowrun.core.typeinfo import (
 __all__ = [
     "StateTypeError",
     "TypeSerializer",
+    "dict_safe_keys",
     "key_serializer_for",
     "pack_frames",
     "serializer_for",
@@ -359,6 +360,39 @@ class _IntCodec(_Codec):
             return deserialize(data)
 
         return fast_serialize, fast_deserialize
+
+
+_PLAIN_KEY_TYPES = frozenset({str, bytes, int, type(None)})
+_TUPLE_TYPE = frozenset({tuple})
+
+
+def dict_safe_keys(keys: Iterable[Any]) -> bool:
+    """Whether Python's equality of ``keys`` is their equality as state keys, so that they
+    may be keys of one dict as they are.
+
+    It is for ``str``, ``bytes``, ``int``, None and tuples of these (exact types). It is not
+    for floats (``-0.0 == 0.0``, and NaN is unequal to itself), bools (``True == 1``), numpy
+    scalars, Rows and others: different state keys that a dict would merge, or one key it
+    would split (see :func:`key_serializer_for`). Checks every key, not the distinct ones:
+    ``{1, True}`` is a one-element set. Counting ``str`` among the types (identity compares)
+    is cheaper than a set of them, and string keys are the common case.
+
+    Example::
+
+        >>> dict_safe_keys(["a", 1, None]), dict_safe_keys([("b", 2)])
+        (True, True)
+        >>> dict_safe_keys([1, True]), dict_safe_keys([(1, 0.5)])
+        (False, False)
+    """
+    types = list(map(type, keys))
+    if types.count(str) == len(types):
+        return True
+    kinds = set(types)
+    if kinds <= _PLAIN_KEY_TYPES:
+        return True
+    if kinds != _TUPLE_TYPE:
+        return False
+    return set(map(type, itertools.chain.from_iterable(keys))) <= _PLAIN_KEY_TYPES
 
 
 #: the one NaN object decoding returns: NaN equals NaN as a key (Java's ``Double.equals``;

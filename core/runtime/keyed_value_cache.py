@@ -28,16 +28,17 @@ A Python dict can stand for keyed state only where Python's equality is the stat
 equality. It is for ``str``, ``bytes``, ``int``, None and tuples of these (exact types);
 it is not for floats (``-0.0 == 0.0``, NaN), bools (``True == 1``) and others, which are
 different state keys that a dict would merge. :meth:`KeyedValueCache.values_for` therefore
-checks the types of a batch's keys (C-level passes) and refuses batches with any other key;
-the operator then runs that batch per record against the backend, after a write-back.
+checks the types of a batch's keys (``dict_safe_keys``: C-level passes) and refuses batches
+with any other key; the operator then runs that batch per record against the backend, after
+a write-back.
 """
 
 from __future__ import annotations
 
-from itertools import chain
 from typing import Any
 
 from flowrun.state.key_groups import assign_key_groups, assign_to_key_group
+from flowrun.state.serializers import dict_safe_keys
 
 __all__ = ["CACHE_CAPACITY", "KeyedValueCache"]
 
@@ -46,28 +47,6 @@ CACHE_CAPACITY = 1 << 16
 
 _FEW_KEYS = 16
 """Up to this many keys, key groups are computed key by key (see ``_groups``)."""
-
-_NONE = type(None)
-_PLAIN_KEYS = frozenset({str, bytes, int, _NONE})
-_TUPLE = frozenset({tuple})
-
-
-def _dict_safe(keys: list) -> bool:
-    """Whether ``keys`` may share one dict with state-key semantics (see module doc).
-
-    Checks every key, not the distinct ones: ``{1, True}`` is a one-element set. Counting
-    ``str`` in the list of types (identity compares) is cheaper than a set of the types, and
-    string keys are the common case.
-    """
-    types = list(map(type, keys))
-    if types.count(str) == len(types):
-        return True
-    kinds = set(types)
-    if kinds <= _PLAIN_KEYS:
-        return True
-    if kinds != _TUPLE:
-        return False
-    return set(map(type, chain.from_iterable(keys))) <= _PLAIN_KEYS
 
 
 class KeyedValueCache:
@@ -108,7 +87,7 @@ class KeyedValueCache:
         Raises what the backend raises for a key outside its key-group range, and
         :class:`~flowrun.state.key_groups.UnhashableKeyError` for a key without a hash.
         """
-        if not _dict_safe(keys):
+        if not dict_safe_keys(keys):
             self._empty()
             return None
         values = self.values

@@ -20,6 +20,15 @@ processed, are decoded; a key group with pending rows of a state has an empty di
 state (only rows restored before the state is declared are deferred, so they never meet
 writes). States with TTL are decoded at once (their incremental cleanup walks the dicts).
 
+Keys: a dict compares keys as Python does, and state keys compare as Flink's ``equals``
+(and LMDB's key bytes) do -- ``1``, ``1.0`` and ``True`` are three keys, ``-0.0`` and ``0.0``
+two, every NaN one key, numpy scalars are their Python values (see
+:func:`~flowrun.state.serializers.key_serializer_for`). Keys of the common kinds (str,
+bytes, int, None, tuples of them) are the same either way and are dict keys as they are;
+any other key is stored under its canonical form (:meth:`HashMapKeyedStateBackend._table_key`):
+the decoding of its encoding when that is such a plain key, else a ``_StateKey`` that compares
+by the encoded bytes. ``get_current_key()`` still returns the record's own key.
+
 Type checks: a write is checked with a cheap predicate (:func:`~.base.fast_type_check`:
 exact for basic types, a shallow arity/container check for composite ones); what it does not
 accept goes through the serializer, which has the final word. Composite values are thus fully
@@ -39,7 +48,7 @@ import pyarrow as pa
 from flowrun.core.typeinfo import TypeInformation
 
 from ..key_groups import KeyBatch, KeyGroupRange, assign_to_key_group
-from ..serializers import NAN_KEY
+from ..serializers import dict_safe_keys
 from ..snapshot import StreamWriter, filter_key_groups
 from ..state import AggregatingState, ListState, MapState, ReducingState, ValueState
 from ..ttl import TtlPolicy
@@ -58,8 +67,35 @@ from .base import (
 __all__ = ["HashMapKeyedStateBackend", "HashMapStateBackend"]
 
 _FLUSH_ROWS = 1 << 16
+_PLAIN = frozenset({bytes, type(None)})  #: with str and int: keys that are their dict key
 _MISSING = object()
 _TS_BYTES = 8
+
+
+class _StateKey:
+    """A key whose Python equality is not its state-key equality, as a dict key: equal to
+    another exactly when their encoded bytes are equal. ``key`` is the first object seen."""
+
+    __slots__ = ("key", "encoded", "_hash")
+
+    def __init__(self, key: Any, encoded: bytes) -> None:
+        self.key = key
+        self.encoded = encoded
+        self._hash = hash(encoded)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is _StateKey and other.encoded == self.encoded  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return repr(self.key)
+
+
+def _user_key(key: Any) -> Any:
+    """The key a table holds, as user code sees it."""
+    return key.key if type(key) is _StateKey else key
 
 
 class HashMapStateBackend(StateBackend):
@@ -115,12 +151,26 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         self._unloaded: set[int] = set()  #: slots with pending rows
         self._batch_groups: Any = None  #: key groups of the batch being processed
         self._record_hooks: list[Callable[[], None]] = []
+        #: the current key's key in the state dicts (see :meth:`_table_key`)
+        self._dict_key: Any = None
 
     # -- current key -------------------------------------------------------------------
 
+    def _table_key(self, key: Any, encoded: bytes | None = None) -> Any:
+        """The dict key of state key ``key`` (see the module doc); ``encoded``: its key bytes,
+        if known. Raises what the key serializer raises for a key it cannot encode."""
+        kind = type(key)
+        if kind is str or kind is int or kind in _PLAIN or (kind is tuple and dict_safe_keys(key)):
+            return key
+        serializer = self.key_serializer
+        if encoded is None:
+            encoded = serializer.serialize(key)
+        canonical = serializer.deserialize(encoded)
+        if dict_safe_keys((canonical,)):
+            return canonical  # e.g. a numpy int: the plain key it equals
+        return _StateKey(canonical, encoded)
+
     def set_current_key(self, key: Any, key_group: int | None = None) -> None:
-        if type(key) is float and key != key:
-            key = NAN_KEY  # the object decoding gives: one dict key for every NaN key
         if key_group is None:
             key_group = assign_to_key_group(key, self.max_parallelism)
         slot = key_group - self._start
@@ -129,6 +179,8 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         if self._unloaded and slot in self._unloaded:
             self._load_slot(slot)
         self._current_key = key
+        kind = type(key)  # the common keys inline, no call
+        self._dict_key = key if kind is str or kind is int else self._table_key(key)
         self._current_key_group = key_group
         self._slot = slot
         if self._record_hooks:
@@ -136,8 +188,8 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
                 hook()
 
     def prepare_keys(self, batch: KeyBatch) -> Iterable[Any] | None:
-        if batch.floats:
-            return None  # set_current_key per record: it makes NaN keys one dict key
+        if not dict_safe_keys(batch.keys):
+            return None  # set_current_key per record: it finds each key's dict key
         tokens = super().prepare_keys(batch)
         self._batch_groups = batch.groups
         if tokens is not None and self._unloaded:
@@ -145,8 +197,9 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         return tokens
 
     def set_prepared_key(self, key: Any, key_group: int, token: Any) -> None:
-        # prepare_keys checked the batch's key groups and decoded their pending rows
+        # prepare_keys checked the batch's key groups and keys, and decoded their pending rows
         self._current_key = key
+        self._dict_key = key
         self._current_key_group = key_group
         self._slot = key_group - self._start
         if self._record_hooks:
@@ -162,7 +215,11 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         )
 
     def read_values(self, state: Any, key_groups: dict) -> dict:
-        if type(state) is not HeapValueState or not self._slots_of(key_groups):
+        if (
+            type(state) is not HeapValueState
+            or not self._slots_of(key_groups)
+            or not dict_safe_keys(key_groups)
+        ):
             return super().read_values(state, key_groups)
         if self._unloaded:
             self._load_slots(kg - self._start for kg in set(key_groups.values()))
@@ -174,7 +231,11 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         return out
 
     def write_values(self, state: Any, values: dict, key_groups: dict) -> None:
-        if type(state) is not HeapValueState or not self._slots_of(key_groups):
+        if (
+            type(state) is not HeapValueState
+            or not self._slots_of(key_groups)
+            or not dict_safe_keys(key_groups)
+        ):
             super().write_values(state, values, key_groups)
             return
         if self._unloaded:
@@ -219,7 +280,7 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         if groups is not None:
             self._load_slots(list(self._unloaded))
             for table in groups:
-                yield from list(table)
+                yield from map(_user_key, list(table))
             return
         if state_name not in self._specs:
             raise KeyError(f"no state named {state_name!r} in operator {self.operator_id!r}")
@@ -270,7 +331,7 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
                 writer.write_table(pa.Table.from_batches(restored))
             if not table:
                 continue
-            if plain_values:
+            if plain_values and dict_safe_keys(table):
                 # The common case in bulk: C-level map() over the key group's dict. A failure
                 # falls through to the loop below, which names the offending key.
                 try:
@@ -289,7 +350,11 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
                             col.clear()
                     continue
             for key, stored in table.items():
-                key_bytes = _encode_key(encode_key, spec, key)
+                if type(key) is _StateKey:
+                    key_bytes = key.encoded
+                    key = key.key
+                else:
+                    key_bytes = _encode_key(encode_key, spec, key)
                 if kind == "list":
                     for element in stored:
                         if skip_expired and ttl.is_expired(element[1], now):  # type: ignore[union-attr]
@@ -397,7 +462,7 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         for i, (key_bytes, value_bytes) in enumerate(
             zip(rows.column(1).to_pylist(), rows.column(3).to_pylist(), strict=True)
         ):
-            key = decode_key(key_bytes)
+            key = self._table_key(decode_key(key_bytes), key_bytes)
             if ttl:
                 stored: Any = (
                     decode_value(memoryview(value_bytes)[_TS_BYTES:]),
@@ -427,6 +492,9 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
                 groups[slot] = _presized_dict(size)
         for slot, rows in runs:
             keys = decode_keys(rows.column(1))
+            if not dict_safe_keys(keys):
+                table_key = self._table_key
+                keys = list(map(table_key, keys, rows.column(1).to_pylist()))
             values = decode_values(rows.column(3))
             groups[slot].update(zip(keys, values, strict=True))  # presized: no rehashing
 
@@ -546,7 +614,7 @@ class _HeapState:
 
     def clear(self) -> None:
         b = self._backend
-        self._groups[b._slot].pop(b._current_key, None)
+        self._groups[b._slot].pop(b._dict_key, None)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._spec.name!r}>"
@@ -555,17 +623,17 @@ class _HeapState:
 class HeapValueState(_HeapState, ValueState):
     def value(self) -> Any:
         b = self._backend
-        return self._groups[b._slot].get(b._current_key)
+        return self._groups[b._slot].get(b._dict_key)
 
     def update(self, value: Any) -> None:
         b = self._backend
         if value is None:
-            self._groups[b._slot].pop(b._current_key, None)
+            self._groups[b._slot].pop(b._dict_key, None)
             return
         check = self._check
         if check is not None and not check(value):
             self._validate(value)
-        self._groups[b._slot][b._current_key] = value
+        self._groups[b._slot][b._dict_key] = value
 
 
 def _no_null_elements(spec: StateSpec, values: Any) -> list:
@@ -580,7 +648,7 @@ def _no_null_elements(spec: StateSpec, values: Any) -> list:
 class HeapListState(_HeapState, ListState):
     def get(self) -> list:
         b = self._backend
-        stored = self._groups[b._slot].get(b._current_key)
+        stored = self._groups[b._slot].get(b._dict_key)
         return list(stored) if stored else []
 
     def add(self, value: Any) -> None:
@@ -589,9 +657,9 @@ class HeapListState(_HeapState, ListState):
         self._validate(value)
         b = self._backend
         table = self._groups[b._slot]
-        stored = table.get(b._current_key)
+        stored = table.get(b._dict_key)
         if stored is None:
-            table[b._current_key] = [value]
+            table[b._dict_key] = [value]
         else:
             stored.append(value)
 
@@ -602,7 +670,7 @@ class HeapListState(_HeapState, ListState):
         for value in values:
             self._validate(value)
         b = self._backend
-        self._groups[b._slot].setdefault(b._current_key, []).extend(values)
+        self._groups[b._slot].setdefault(b._dict_key, []).extend(values)
 
     def update(self, values: list) -> None:
         values = _no_null_elements(self._spec, values)
@@ -610,9 +678,9 @@ class HeapListState(_HeapState, ListState):
             self._validate(value)
         b = self._backend
         if values:
-            self._groups[b._slot][b._current_key] = values
+            self._groups[b._slot][b._dict_key] = values
         else:
-            self._groups[b._slot].pop(b._current_key, None)
+            self._groups[b._slot].pop(b._dict_key, None)
 
 
 class _HeapMapMixin(_HeapState):
@@ -645,7 +713,7 @@ class HeapMapState(_HeapMapMixin, MapState):
 
     def _map(self) -> dict | None:
         b = self._backend
-        return self._groups[b._slot].get(b._current_key)
+        return self._groups[b._slot].get(b._dict_key)
 
     def get(self, key: Any) -> Any:
         stored = self._map()
@@ -655,9 +723,9 @@ class HeapMapState(_HeapMapMixin, MapState):
         self._validate_entry(key, value)
         b = self._backend
         table = self._groups[b._slot]
-        stored = table.get(b._current_key)
+        stored = table.get(b._dict_key)
         if stored is None:
-            table[b._current_key] = {key: value}
+            table[b._dict_key] = {key: value}
         else:
             stored[key] = value
 
@@ -667,16 +735,16 @@ class HeapMapState(_HeapMapMixin, MapState):
             self._validate_entry(key, value)
         if items:
             b = self._backend
-            self._groups[b._slot].setdefault(b._current_key, {}).update(items)
+            self._groups[b._slot].setdefault(b._dict_key, {}).update(items)
 
     def remove(self, key: Any) -> None:
         b = self._backend
         table = self._groups[b._slot]
-        stored = table.get(b._current_key)
+        stored = table.get(b._dict_key)
         if stored is not None:
             stored.pop(key, None)
             if not stored:
-                del table[b._current_key]
+                del table[b._dict_key]
 
     def contains(self, key: Any) -> bool:
         stored = self._map()
@@ -708,18 +776,18 @@ class HeapReducingState(_HeapState, ReducingState):
 
     def get(self) -> Any:
         b = self._backend
-        return self._groups[b._slot].get(b._current_key)
+        return self._groups[b._slot].get(b._dict_key)
 
     def add(self, value: Any) -> None:
         b = self._backend
         table = self._groups[b._slot]
         if value is None:  # as Flink's heap backend: adding null clears
-            table.pop(b._current_key, None)
+            table.pop(b._dict_key, None)
             return
-        current = table.get(b._current_key)
+        current = table.get(b._dict_key)
         result = value if current is None else self._reduce(current, value)
         self._validate(result)
-        table[b._current_key] = result
+        table[b._dict_key] = result
 
 
 class HeapAggregatingState(_HeapState, AggregatingState):
@@ -729,21 +797,21 @@ class HeapAggregatingState(_HeapState, AggregatingState):
 
     def get(self) -> Any:
         b = self._backend
-        acc = self._groups[b._slot].get(b._current_key)
+        acc = self._groups[b._slot].get(b._dict_key)
         return None if acc is None else self._agg.get_result(acc)
 
     def add(self, value: Any) -> None:
         b = self._backend
         table = self._groups[b._slot]
         if value is None:  # as Flink's heap backend: adding null clears
-            table.pop(b._current_key, None)
+            table.pop(b._dict_key, None)
             return
-        acc = table.get(b._current_key)
+        acc = table.get(b._dict_key)
         if acc is None:
             acc = self._agg.create_accumulator()
         acc = self._agg.add(value, acc)
         self._validate(acc)
-        table[b._current_key] = acc
+        table[b._dict_key] = acc
 
 
 # ------------------------------------------------------------------------------------------
@@ -801,17 +869,17 @@ class HeapTtlValueState(_HeapTtlMixin, ValueState):
     def value(self) -> Any:
         self._touch()
         b = self._backend
-        value = self._read_cell(self._groups[b._slot], b._current_key)
+        value = self._read_cell(self._groups[b._slot], b._dict_key)
         return None if value is _MISSING else value
 
     def update(self, value: Any) -> None:
         self._touch()
         b = self._backend
         if value is None:
-            self._groups[b._slot].pop(b._current_key, None)
+            self._groups[b._slot].pop(b._dict_key, None)
             return
         self._validate(value)
-        self._groups[b._slot][b._current_key] = (value, self._now())
+        self._groups[b._slot][b._dict_key] = (value, self._now())
 
     def clear(self) -> None:
         self._touch()
@@ -823,7 +891,7 @@ class HeapTtlListState(_HeapTtlMixin, ListState):
         self._touch()
         b = self._backend
         table = self._groups[b._slot]
-        stored = table.get(b._current_key)
+        stored = table.get(b._dict_key)
         if not stored:
             return []
         ttl = self._ttl
@@ -849,9 +917,9 @@ class HeapTtlListState(_HeapTtlMixin, ListState):
                 keep.append(element)
         if changed:
             if keep:
-                table[b._current_key] = keep
+                table[b._dict_key] = keep
             else:
-                del table[b._current_key]
+                del table[b._dict_key]
         return visible
 
     def add(self, value: Any) -> None:
@@ -860,7 +928,7 @@ class HeapTtlListState(_HeapTtlMixin, ListState):
             raise TypeError(f"list state {self._spec.name!r}: cannot add None to a ListState")
         self._validate(value)
         b = self._backend
-        self._groups[b._slot].setdefault(b._current_key, []).append((value, self._now()))
+        self._groups[b._slot].setdefault(b._dict_key, []).append((value, self._now()))
 
     def add_all(self, values: list) -> None:
         self._touch()
@@ -870,7 +938,7 @@ class HeapTtlListState(_HeapTtlMixin, ListState):
         if values:
             now = self._now()
             b = self._backend
-            self._groups[b._slot].setdefault(b._current_key, []).extend(
+            self._groups[b._slot].setdefault(b._dict_key, []).extend(
                 (value, now) for value in values
             )
 
@@ -882,9 +950,9 @@ class HeapTtlListState(_HeapTtlMixin, ListState):
         b = self._backend
         if values:
             now = self._now()
-            self._groups[b._slot][b._current_key] = [(value, now) for value in values]
+            self._groups[b._slot][b._dict_key] = [(value, now) for value in values]
         else:
-            self._groups[b._slot].pop(b._current_key, None)
+            self._groups[b._slot].pop(b._dict_key, None)
 
     def clear(self) -> None:
         self._touch()
@@ -898,12 +966,12 @@ class HeapTtlMapState(_HeapTtlMixin, _HeapMapMixin, MapState):
 
     def _map(self) -> dict | None:
         b = self._backend
-        return self._groups[b._slot].get(b._current_key)
+        return self._groups[b._slot].get(b._dict_key)
 
     def _drop_if_empty(self, stored: dict) -> None:
         if not stored:
             b = self._backend
-            self._groups[b._slot].pop(b._current_key, None)
+            self._groups[b._slot].pop(b._dict_key, None)
 
     def _entry(self, key: Any) -> Any:
         self._touch()
@@ -925,7 +993,7 @@ class HeapTtlMapState(_HeapTtlMixin, _HeapMapMixin, MapState):
         self._touch()
         self._validate_entry(key, value)
         b = self._backend
-        self._groups[b._slot].setdefault(b._current_key, {})[key] = (value, self._now())
+        self._groups[b._slot].setdefault(b._dict_key, {})[key] = (value, self._now())
 
     def put_all(self, dict_value: dict) -> None:
         self._touch()
@@ -935,7 +1003,7 @@ class HeapTtlMapState(_HeapTtlMixin, _HeapMapMixin, MapState):
         if items:
             now = self._now()
             b = self._backend
-            self._groups[b._slot].setdefault(b._current_key, {}).update(
+            self._groups[b._slot].setdefault(b._dict_key, {}).update(
                 (key, (value, now)) for key, value in items
             )
 
@@ -994,7 +1062,7 @@ class HeapTtlReducingState(_HeapTtlMixin, ReducingState):
     def get(self) -> Any:
         self._touch()
         b = self._backend
-        value = self._read_cell(self._groups[b._slot], b._current_key)
+        value = self._read_cell(self._groups[b._slot], b._dict_key)
         return None if value is _MISSING else value
 
     def add(self, value: Any) -> None:
@@ -1002,12 +1070,12 @@ class HeapTtlReducingState(_HeapTtlMixin, ReducingState):
         b = self._backend
         table = self._groups[b._slot]
         if value is None:
-            table.pop(b._current_key, None)
+            table.pop(b._dict_key, None)
             return
-        current = self._base_for_add(table, b._current_key)
+        current = self._base_for_add(table, b._dict_key)
         result = value if current is _MISSING else self._reduce(current, value)
         self._validate(result)
-        table[b._current_key] = (result, self._now())
+        table[b._dict_key] = (result, self._now())
 
     def clear(self) -> None:
         self._touch()
@@ -1022,7 +1090,7 @@ class HeapTtlAggregatingState(_HeapTtlMixin, AggregatingState):
     def get(self) -> Any:
         self._touch()
         b = self._backend
-        acc = self._read_cell(self._groups[b._slot], b._current_key)
+        acc = self._read_cell(self._groups[b._slot], b._dict_key)
         return None if acc is _MISSING else self._agg.get_result(acc)
 
     def add(self, value: Any) -> None:
@@ -1030,14 +1098,14 @@ class HeapTtlAggregatingState(_HeapTtlMixin, AggregatingState):
         b = self._backend
         table = self._groups[b._slot]
         if value is None:
-            table.pop(b._current_key, None)
+            table.pop(b._dict_key, None)
             return
-        acc = self._base_for_add(table, b._current_key)
+        acc = self._base_for_add(table, b._dict_key)
         if acc is _MISSING:
             acc = self._agg.create_accumulator()
         acc = self._agg.add(value, acc)
         self._validate(acc)
-        table[b._current_key] = (acc, self._now())
+        table[b._dict_key] = (acc, self._now())
 
     def clear(self) -> None:
         self._touch()

@@ -463,9 +463,9 @@ def test_declared_key_type(backends):
 # ------------------------------------------------------------------------------------------
 
 
-def _prepare(b, keys):
-    batch = KeyBatch(keys, MAX_P)
-    assert batch.group_list == assign_key_groups(keys, MAX_P).tolist()
+def _prepare(b, keys, max_p=MAX_P):
+    batch = KeyBatch(keys, max_p)
+    assert batch.group_list == assign_key_groups(keys, max_p).tolist()
     return batch.group_list, b.prepare_keys(batch)
 
 
@@ -1369,3 +1369,68 @@ def test_ttl_return_expired_until_a_cleanup_removes_it(backends):
         b.set_current_key(k)
         assert s.value() is None
     assert list(b.keys("v")) == []
+
+
+def test_keys_are_equal_as_flink_compares_them_not_as_python_does(backends, tmp_path):
+    """1, 1.0 and True are three keys, -0.0 and 0.0 two, every NaN one, also inside tuples
+    (Java's equals; LMDB compares the key bytes). A Python dict merges the first ones and
+    splits NaNs of different objects, so a dict-based backend must not use such keys as
+    they are. One key group (max parallelism 1) puts them all in one table."""
+    keys = [
+        1, True, 1.0, 1, True, 1.0,
+        0.0, -0.0, 0.0,
+        (1, 0.0), (1, -0.0), (1, -0.0), (True, "a"), (1, "a"),
+        (1, float("nan")), (1, float("nan")), (2, (float("nan"), -0.0)), (2, (float("nan"), -0.0)),
+        np.int64(1), np.float64(-0.0),
+    ]  # fmt: skip
+    expected = {
+        "1": 3,  # 1, 1, np.int64(1): numpy scalars are their Python values
+        "True": 2,
+        "1.0": 2,
+        "0.0": 2,
+        "-0.0": 2,  # -0.0, np.float64(-0.0)
+        "(1, 0.0)": 1,
+        "(1, -0.0)": 2,
+        "(True, 'a')": 1,
+        "(1, 'a')": 1,
+        "(1, nan)": 2,
+        "(2, (nan, -0.0))": 2,
+    }
+    b = backends.create(KeyGroupRange(0, 0), max_p=1)
+    s = b.get_state(ValueStateDescriptor("v", Types.LONG()))
+    groups, tokens = _prepare(b, keys, max_p=1)
+    b.begin_batch()
+    for key, group, token in zip(keys, groups, tokens or [None] * len(keys), strict=True):
+        if tokens is None:
+            b.set_current_key(key, group)
+        else:
+            b.set_prepared_key(key, group, token)
+        assert b.get_current_key() is key  # the record's own key object
+        s.update((s.value() or 0) + 1)
+    b.end_batch()
+
+    def counts(backend, state) -> dict:
+        found = {}
+        for key in backend.keys("v"):
+            backend.set_current_key(key)
+            found[repr(key)] = state.value()
+        return found
+
+    assert counts(b, s) == expected
+    streams = b.snapshot()
+    for kind in BACKENDS:
+        other = Backends(kind, tmp_path / f"restored-{kind}").create(
+            KeyGroupRange(0, 0), max_p=1, op="other"
+        )
+        other.restore(streams)
+        v = other.get_state(ValueStateDescriptor("v", Types.LONG()))
+        assert counts(other, v) == expected, kind
+        other.set_current_key((1, float("nan")))
+        v.update(v.value() + 10)
+        other.set_current_key(True)
+        v.clear()
+        assert counts(other, v) == {
+            **{k: n for k, n in expected.items() if k != "True"},
+            "(1, nan)": 12,
+        }, kind
+        other.dispose()
