@@ -396,8 +396,9 @@ def dict_safe_keys(keys: Iterable[Any]) -> bool:
 
 
 #: the one NaN object decoding returns: NaN equals NaN as a key (Java's ``Double.equals``;
-#: encoding already writes every NaN as the same bytes), but not in a Python dict, which
-#: finds this object by identity (the heap backend makes record keys the same object)
+#: encoding already writes every NaN as the same bytes), and decoded NaN keys are then at
+#: least equal among themselves in a Python dict, which finds this object by identity (the
+#: heap backend stores keys that are not :func:`dict_safe_keys` by their bytes anyway)
 NAN_KEY = float("nan")
 
 
