@@ -98,6 +98,28 @@ def _user_key(key: Any) -> Any:
     return key.key if type(key) is _StateKey else key
 
 
+def _dict_key_of(serializer: Any, key: Any, encoded: bytes | None = None) -> Any:
+    """The dict key of state key (or map user key) ``key`` under its key ``serializer``
+    (see the module doc); ``encoded``: its bytes, if known. Raises what the serializer
+    raises for a key it cannot encode."""
+    kind = type(key)
+    if kind is str or kind is int or kind in _PLAIN or (kind is tuple and dict_safe_keys(key)):
+        return key
+    if encoded is None:
+        encoded = serializer.serialize(key)
+    canonical = serializer.deserialize(encoded)
+    if dict_safe_keys((canonical,)):
+        return canonical  # e.g. a numpy int: the plain key it equals
+    return _StateKey(canonical, encoded)
+
+
+def _user_items(stored: dict) -> list[tuple[Any, Any]]:
+    """A map state's entries as user code sees them."""
+    if dict_safe_keys(stored):
+        return list(stored.items())
+    return [(_user_key(key), value) for key, value in stored.items()]
+
+
 class HashMapStateBackend(StateBackend):
     """Working state as Python objects in the subtask's memory (Flink's ``HashMapStateBackend``).
 
@@ -157,18 +179,8 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
     # -- current key -------------------------------------------------------------------
 
     def _table_key(self, key: Any, encoded: bytes | None = None) -> Any:
-        """The dict key of state key ``key`` (see the module doc); ``encoded``: its key bytes,
-        if known. Raises what the key serializer raises for a key it cannot encode."""
-        kind = type(key)
-        if kind is str or kind is int or kind in _PLAIN or (kind is tuple and dict_safe_keys(key)):
-            return key
-        serializer = self.key_serializer
-        if encoded is None:
-            encoded = serializer.serialize(key)
-        canonical = serializer.deserialize(encoded)
-        if dict_safe_keys((canonical,)):
-            return canonical  # e.g. a numpy int: the plain key it equals
-        return _StateKey(canonical, encoded)
+        """The dict key of state key ``key`` (see :func:`_dict_key_of`)."""
+        return _dict_key_of(self.key_serializer, key, encoded)
 
     def set_current_key(self, key: Any, key_group: int | None = None) -> None:
         if key_group is None:
@@ -370,7 +382,11 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
                             continue
                         kgs.append(kg)
                         keys.append(key_bytes)
-                        user_keys.append(_encode_user_key(encode_user_key, spec, key, user_key))
+                        user_keys.append(
+                            user_key.encoded
+                            if type(user_key) is _StateKey
+                            else _encode_user_key(encode_user_key, spec, key, user_key)
+                        )
                         values.append(encode_value(entry, key))
                 else:
                     if skip_expired and ttl.is_expired(stored[1], now):  # type: ignore[union-attr]
@@ -473,7 +489,13 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
             if kind == "list":
                 table.setdefault(key, []).append(stored)
             elif kind == "map":
-                table.setdefault(key, {})[decode_user_key(user_keys[i])] = stored  # type: ignore[index,misc]
+                encoded = user_keys[i]
+                user_key = _dict_key_of(
+                    spec.user_key_serializer,
+                    decode_user_key(encoded),  # type: ignore[misc]
+                    encoded,
+                )
+                table.setdefault(key, {})[user_key] = stored
             else:
                 table[key] = stored
 
@@ -686,6 +708,14 @@ class HeapListState(_HeapState, ListState):
 class _HeapMapMixin(_HeapState):
     def _init_map(self) -> None:
         self._key_check = fast_type_check(self._spec.user_key_type)
+        self._user_key_serializer = self._spec.user_key_serializer
+
+    def _uk(self, user_key: Any) -> Any:
+        """The dict key of ``user_key`` in the key's map (see :func:`_dict_key_of`)."""
+        kind = type(user_key)
+        if kind is str or kind is int:
+            return user_key
+        return _dict_key_of(self._user_key_serializer, user_key)
 
     def _validate_user_key(self, user_key: Any) -> None:
         check = self._key_check
@@ -717,7 +747,7 @@ class HeapMapState(_HeapMapMixin, MapState):
 
     def get(self, key: Any) -> Any:
         stored = self._map()
-        return None if stored is None else stored.get(key)
+        return None if stored is None else stored.get(self._uk(key))
 
     def put(self, key: Any, value: Any) -> None:
         self._validate_entry(key, value)
@@ -725,15 +755,17 @@ class HeapMapState(_HeapMapMixin, MapState):
         table = self._groups[b._slot]
         stored = table.get(b._dict_key)
         if stored is None:
-            table[b._dict_key] = {key: value}
+            table[b._dict_key] = {self._uk(key): value}
         else:
-            stored[key] = value
+            stored[self._uk(key)] = value
 
     def put_all(self, dict_value: dict) -> None:
         items = list(dict_value.items())
         for key, value in items:
             self._validate_entry(key, value)
         if items:
+            if not dict_safe_keys(dict_value):
+                items = [(self._uk(key), value) for key, value in items]
             b = self._backend
             self._groups[b._slot].setdefault(b._dict_key, {}).update(items)
 
@@ -742,24 +774,26 @@ class HeapMapState(_HeapMapMixin, MapState):
         table = self._groups[b._slot]
         stored = table.get(b._dict_key)
         if stored is not None:
-            stored.pop(key, None)
+            stored.pop(self._uk(key), None)
             if not stored:
                 del table[b._dict_key]
 
     def contains(self, key: Any) -> bool:
         stored = self._map()
-        return stored is not None and key in stored
+        return stored is not None and self._uk(key) in stored
 
     def items(self) -> list[tuple[Any, Any]]:
         stored = self._map()
-        return list(stored.items()) if stored else []
+        return _user_items(stored) if stored else []
 
     def entries(self) -> list[tuple[Any, Any]]:
         return self.items()
 
     def keys(self) -> list[Any]:
         stored = self._map()
-        return list(stored) if stored else []
+        if not stored:
+            return []
+        return list(stored) if dict_safe_keys(stored) else list(map(_user_key, stored))
 
     def values(self) -> list[Any]:
         stored = self._map()
@@ -978,7 +1012,7 @@ class HeapTtlMapState(_HeapTtlMixin, _HeapMapMixin, MapState):
         stored = self._map()
         if stored is None:
             return _MISSING
-        value = self._read_cell(stored, key)
+        value = self._read_cell(stored, self._uk(key))
         self._drop_if_empty(stored)
         return value
 
@@ -993,7 +1027,7 @@ class HeapTtlMapState(_HeapTtlMixin, _HeapMapMixin, MapState):
         self._touch()
         self._validate_entry(key, value)
         b = self._backend
-        self._groups[b._slot].setdefault(b._dict_key, {})[key] = (value, self._now())
+        self._groups[b._slot].setdefault(b._dict_key, {})[self._uk(key)] = (value, self._now())
 
     def put_all(self, dict_value: dict) -> None:
         self._touch()
@@ -1003,15 +1037,16 @@ class HeapTtlMapState(_HeapTtlMixin, _HeapMapMixin, MapState):
         if items:
             now = self._now()
             b = self._backend
+            uk = self._uk
             self._groups[b._slot].setdefault(b._dict_key, {}).update(
-                (key, (value, now)) for key, value in items
+                (uk(key), (value, now)) for key, value in items
             )
 
     def remove(self, key: Any) -> None:
         self._touch()
         stored = self._map()
         if stored is not None:
-            stored.pop(key, None)
+            stored.pop(self._uk(key), None)
             self._drop_if_empty(stored)
 
     def items(self) -> list[tuple[Any, Any]]:
@@ -1029,11 +1064,11 @@ class HeapTtlMapState(_HeapTtlMixin, _HeapMapMixin, MapState):
             if ts <= expiry:
                 del stored[key]
                 if return_expired:
-                    out.append((key, value))
+                    out.append((_user_key(key), value))
                 continue
             if refresh and ts != now:
                 stored[key] = (value, now)
-            out.append((key, value))
+            out.append((_user_key(key), value))
         self._drop_if_empty(stored)
         return out
 

@@ -1434,3 +1434,53 @@ def test_keys_are_equal_as_flink_compares_them_not_as_python_does(backends, tmp_
             "(1, nan)": 12,
         }, kind
         other.dispose()
+
+
+@pytest.mark.parametrize("ttl", [False, True])
+def test_map_user_keys_are_equal_as_flink_compares_them(backends, tmp_path, ttl):
+    """Map-state user keys follow the same equality as state keys: 1, 1.0 and True three
+    entries, -0.0 and 0.0 two, every NaN one, also inside tuples; reads, removes and
+    restores (into either backend) find them by that equality."""
+    descriptor = MapStateDescriptor("m", Types.PICKLED_BYTE_ARRAY(), Types.LONG())
+    if ttl:
+        descriptor.enable_time_to_live(StateTtlConfig.new_builder(Time.hours(1)).build())
+    b = backends.create(clock=Clock())
+    m = b.get_map_state(descriptor)
+    b.set_current_key("k")
+    puts = [1, True, 1.0, 0.0, -0.0, float("nan"), (1, float("nan")), np.int64(1)]
+    for n, user_key in enumerate(puts):
+        m.put(user_key, (m.get(user_key) or 0) + 10**n)
+    m.put_all({-0.0: m.get(-0.0) + 100, (2, -0.0): 5})
+    expected = {
+        "1": 1 + 10**7,  # np.int64(1) is the int 1
+        "True": 10,
+        "1.0": 100,
+        "0.0": 1000,
+        "-0.0": 10000 + 100,
+        "nan": 10**5,
+        "(1, nan)": 10**6,
+        "(2, -0.0)": 5,
+    }
+
+    def entries(state) -> dict:
+        return {repr(k): v for k, v in state.items()}
+
+    assert entries(m) == expected
+    assert sorted(map(repr, m.keys())) == sorted(expected)
+    assert m.get(float("nan")) == 10**5 and m.contains((1, float("nan")))
+    assert not m.contains((2, 0.0)) and m.get(False) is None
+    streams = b.snapshot()
+    for kind in BACKENDS:
+        other = Backends(kind, tmp_path / f"restored-{kind}").create(op="other", clock=Clock())
+        other.restore(streams)
+        restored = other.get_map_state(descriptor)
+        other.set_current_key("k")
+        assert entries(restored) == expected, kind
+        restored.remove(float("nan"))
+        restored.remove(True)
+        restored.put((1, float("nan")), 7)
+        assert entries(restored) == {
+            **{k: v for k, v in expected.items() if k not in ("nan", "True")},
+            "(1, nan)": 7,
+        }, kind
+        other.dispose()
