@@ -67,7 +67,9 @@ from .base import (
 __all__ = ["HashMapKeyedStateBackend", "HashMapStateBackend"]
 
 _FLUSH_ROWS = 1 << 16
-_PLAIN = frozenset({bytes, type(None)})  #: with str and int: keys that are their dict key
+#: types of keys that are their own dict key, alone or as the elements of a tuple
+_PLAIN = frozenset({str, bytes, int, type(None)})
+_all_plain = _PLAIN.issuperset  # one C call for a tuple's elements: map(type, key)
 _MISSING = object()
 _TS_BYTES = 8
 
@@ -103,12 +105,15 @@ def _dict_key_of(serializer: Any, key: Any, encoded: bytes | None = None) -> Any
     (see the module doc); ``encoded``: its bytes, if known. Raises what the serializer
     raises for a key it cannot encode."""
     kind = type(key)
-    if kind is str or kind is int or kind in _PLAIN or (kind is tuple and dict_safe_keys(key)):
+    if kind in _PLAIN or (kind is tuple and _all_plain(map(type, key))):
         return key
     if encoded is None:
         encoded = serializer.serialize(key)
+    if kind is float:
+        return _StateKey(key, encoded)  # no other Python value encodes as a float does
     canonical = serializer.deserialize(encoded)
-    if dict_safe_keys((canonical,)):
+    kind = type(canonical)
+    if kind in _PLAIN or (kind is tuple and _all_plain(map(type, canonical))):
         return canonical  # e.g. a numpy int: the plain key it equals
     return _StateKey(canonical, encoded)
 
@@ -192,7 +197,10 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
             self._load_slot(slot)
         self._current_key = key
         kind = type(key)  # the common keys inline, no call
-        self._dict_key = key if kind is str or kind is int else self._table_key(key)
+        if kind is str or kind is int or (kind is tuple and _all_plain(map(type, key))):
+            self._dict_key = key
+        else:
+            self._dict_key = _dict_key_of(self.key_serializer, key)
         self._current_key_group = key_group
         self._slot = slot
         if self._record_hooks:
