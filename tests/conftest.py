@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 from flowrun_testing import run_flowrun, shm_segments
+
+from flowrun.core.runtime.job_registry import JOBS_DIR_ENV
+
+
+@pytest.fixture(autouse=True, scope="session")
+def job_registry_of_this_run(tmp_path_factory):
+    """Jobs started by the tests register in a directory of this run, not the user's.
+
+    Why: a JobManager killed with ``kill -9`` (chaos and supervision tests) cannot remove
+    its registry entry; ``flowrun list`` prunes such entries, but the test run must not
+    leave hundreds of them in the user's ``flowrun-jobs-<uid>`` directory. Child processes
+    (``flowrun run``, detached jobs) inherit the variable.
+    """
+    path = tmp_path_factory.mktemp("flowrun-jobs")
+    before = os.environ.get(JOBS_DIR_ENV)
+    os.environ[JOBS_DIR_ENV] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop(JOBS_DIR_ENV, None)
+    else:
+        os.environ[JOBS_DIR_ENV] = before
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ class Jobs:
         from flowrun.cli.rest_client import request
         from flowrun.core.runtime.job_registry import find_job
 
+        before = os.environ.get(JOBS_DIR_ENV)
         os.environ[JOBS_DIR_ENV] = self.env[JOBS_DIR_ENV]
         try:
             entry = find_job(job_id)
@@ -60,7 +61,10 @@ class Jobs:
                     return
                 time.sleep(0.05)
         finally:
-            del os.environ[JOBS_DIR_ENV]
+            if before is None:
+                del os.environ[JOBS_DIR_ENV]
+            else:
+                os.environ[JOBS_DIR_ENV] = before  # the run's registry (conftest)
         raise AssertionError("no checkpoint completed")
 
 
