@@ -104,6 +104,7 @@ from flowrun.core.typeinfo import (
 )
 
 __all__ = [
+    "PLAIN_KEY_TYPES",
     "StateTypeError",
     "TypeSerializer",
     "dict_safe_keys",
@@ -362,7 +363,8 @@ class _IntCodec(_Codec):
         return fast_serialize, fast_deserialize
 
 
-_PLAIN_KEY_TYPES = frozenset({str, bytes, int, type(None)})
+#: types of keys whose Python equality is their state-key equality (see :func:`dict_safe_keys`)
+PLAIN_KEY_TYPES = frozenset({str, bytes, int, type(None)})
 _TUPLE_TYPE = frozenset({tuple})
 
 
@@ -388,11 +390,11 @@ def dict_safe_keys(keys: Iterable[Any]) -> bool:
     if types.count(str) == len(types):
         return True
     kinds = set(types)
-    if kinds <= _PLAIN_KEY_TYPES:
+    if kinds <= PLAIN_KEY_TYPES:
         return True
     if kinds != _TUPLE_TYPE:
         return False
-    return set(map(type, itertools.chain.from_iterable(keys))) <= _PLAIN_KEY_TYPES
+    return set(map(type, itertools.chain.from_iterable(keys))) <= PLAIN_KEY_TYPES
 
 
 #: the one NaN object decoding returns: NaN equals NaN as a key (Java's ``Double.equals``;

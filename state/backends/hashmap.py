@@ -25,7 +25,7 @@ Keys: a dict compares keys as Python does, and state keys compare as Flink's ``e
 two, every NaN one key, numpy scalars are their Python values (see
 :func:`~flowrun.state.serializers.key_serializer_for`). Keys of the common kinds (str,
 bytes, int, None, tuples of them) are the same either way and are dict keys as they are;
-any other key is stored under its canonical form (:meth:`HashMapKeyedStateBackend._table_key`):
+any other key is stored under its canonical form (:func:`_dict_key_of`):
 the decoding of its encoding when that is such a plain key, else a ``_StateKey`` that compares
 by the encoded bytes. ``get_current_key()`` still returns the record's own key.
 
@@ -48,7 +48,7 @@ import pyarrow as pa
 from flowrun.core.typeinfo import TypeInformation
 
 from ..key_groups import KeyBatch, KeyGroupRange, assign_to_key_group
-from ..serializers import dict_safe_keys
+from ..serializers import PLAIN_KEY_TYPES, dict_safe_keys
 from ..snapshot import StreamWriter, filter_key_groups
 from ..state import AggregatingState, ListState, MapState, ReducingState, ValueState
 from ..ttl import TtlPolicy
@@ -67,8 +67,8 @@ from .base import (
 __all__ = ["HashMapKeyedStateBackend", "HashMapStateBackend"]
 
 _FLUSH_ROWS = 1 << 16
-#: types of keys that are their own dict key, alone or as the elements of a tuple
-_PLAIN = frozenset({str, bytes, int, type(None)})
+#: keys of these types are their own dict key, alone or as the elements of a tuple
+_PLAIN = PLAIN_KEY_TYPES
 _all_plain = _PLAIN.issuperset  # one C call for a tuple's elements: map(type, key)
 _MISSING = object()
 _TS_BYTES = 8
@@ -178,14 +178,10 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         self._unloaded: set[int] = set()  #: slots with pending rows
         self._batch_groups: Any = None  #: key groups of the batch being processed
         self._record_hooks: list[Callable[[], None]] = []
-        #: the current key's key in the state dicts (see :meth:`_table_key`)
+        #: the current key's key in the state dicts (see :func:`_dict_key_of`)
         self._dict_key: Any = None
 
     # -- current key -------------------------------------------------------------------
-
-    def _table_key(self, key: Any, encoded: bytes | None = None) -> Any:
-        """The dict key of state key ``key`` (see :func:`_dict_key_of`)."""
-        return _dict_key_of(self.key_serializer, key, encoded)
 
     def set_current_key(self, key: Any, key_group: int | None = None) -> None:
         if key_group is None:
@@ -477,7 +473,8 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
 
     def _load_any_rows(self, spec: StateSpec, table: dict, rows: pa.RecordBatch) -> None:
         """Row by row: lists, maps, TTL."""
-        decode_key = _cached_decoder(self.key_serializer.deserialize)
+        key_serializer = self.key_serializer
+        decode_key = _cached_decoder(key_serializer.deserialize)
         decode_value = spec.value_serializer.deserialize  # type: ignore[union-attr]
         ttl = spec.ttl is not None
         kind = spec.kind
@@ -486,7 +483,7 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         for i, (key_bytes, value_bytes) in enumerate(
             zip(rows.column(1).to_pylist(), rows.column(3).to_pylist(), strict=True)
         ):
-            key = self._table_key(decode_key(key_bytes), key_bytes)
+            key = _dict_key_of(key_serializer, decode_key(key_bytes), key_bytes)
             if ttl:
                 stored: Any = (
                     decode_value(memoryview(value_bytes)[_TS_BYTES:]),
@@ -523,8 +520,11 @@ class HashMapKeyedStateBackend(KeyedStateBackend):
         for slot, rows in runs:
             keys = decode_keys(rows.column(1))
             if not dict_safe_keys(keys):
-                table_key = self._table_key
-                keys = list(map(table_key, keys, rows.column(1).to_pylist()))
+                serializer = self.key_serializer
+                keys = [
+                    _dict_key_of(serializer, key, encoded)
+                    for key, encoded in zip(keys, rows.column(1).to_pylist(), strict=True)
+                ]
             values = decode_values(rows.column(3))
             groups[slot].update(zip(keys, values, strict=True))  # presized: no rehashing
 

@@ -469,6 +469,21 @@ def _prepare(b, keys, max_p=MAX_P):
     return batch.group_list, b.prepare_keys(batch)
 
 
+def _count_batch(b, state, keys, max_p=MAX_P):
+    """One batch counting ``keys`` in ValueState ``state``, as the keyed runtime runs it:
+    the prepared path when the backend takes the batch, else ``set_current_key`` per key."""
+    groups, tokens = _prepare(b, keys, max_p)
+    b.begin_batch()
+    for key, group, token in zip(keys, groups, tokens or [None] * len(keys), strict=True):
+        if tokens is None:
+            b.set_current_key(key, group)
+        else:
+            b.set_prepared_key(key, group, token)
+        assert b.get_current_key() is key  # the record's own key object
+        state.update((state.value() or 0) + 1)
+    b.end_batch()
+
+
 @pytest.mark.parametrize(
     "key_type, keys",
     [
@@ -509,15 +524,7 @@ def test_nan_keys_are_one_key_through_every_path(backends):
     b = backends.create()
     s = b.get_state(ValueStateDescriptor("v", Types.LONG()))
     keys = [float("nan"), 1.5, float("nan"), nan, 2.5, float("nan")]
-    groups, tokens = _prepare(b, keys)
-    b.begin_batch()
-    for key, group, token in zip(keys, groups, tokens or [None] * len(keys), strict=True):
-        if tokens is None:
-            b.set_current_key(key, group)
-        else:
-            b.set_prepared_key(key, group, token)
-        s.update((s.value() or 0) + 1)
-    b.end_batch()
+    _count_batch(b, s, keys)
     b.set_current_key(float("nan"))
     assert s.value() == 4
     streams = b.snapshot()
@@ -1398,16 +1405,7 @@ def test_keys_are_equal_as_flink_compares_them_not_as_python_does(backends, tmp_
     }
     b = backends.create(KeyGroupRange(0, 0), max_p=1)
     s = b.get_state(ValueStateDescriptor("v", Types.LONG()))
-    groups, tokens = _prepare(b, keys, max_p=1)
-    b.begin_batch()
-    for key, group, token in zip(keys, groups, tokens or [None] * len(keys), strict=True):
-        if tokens is None:
-            b.set_current_key(key, group)
-        else:
-            b.set_prepared_key(key, group, token)
-        assert b.get_current_key() is key  # the record's own key object
-        s.update((s.value() or 0) + 1)
-    b.end_batch()
+    _count_batch(b, s, keys, max_p=1)
 
     def counts(backend, state) -> dict:
         found = {}
